@@ -1,0 +1,1 @@
+"""Azure DevOps adapter: authentication, retries and the pipeline-runs REST call."""

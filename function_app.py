@@ -1,0 +1,30 @@
+"""Azure Functions entry point (Python v2 programming model).
+
+Kept deliberately thin: each function hands the raw request or message to the relay and
+maps the answer back. Nothing here touches the network or reads settings at import time.
+"""
+
+import azure.functions as func
+
+from relay import azure_adapter
+from relay.settings import RETRY_QUEUE_NAME
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+# Every method is bound so a wrong one gets the relay's JSON 405 (with Allow: POST) instead of
+# the host's bare 404. ANONYMOUS: the HMAC signature is the authentication (see README).
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@app.function_name("MLflowWebHookTransition")
+@app.route(route="MLflowWebHookTransition", methods=_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
+    """Verify, route and relay one registry webhook delivery."""
+    return azure_adapter.handle_http(req)
+
+
+@app.function_name("RetryPipelineRun")
+@app.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE_NAME, connection="AzureWebJobsStorage")
+def retry_pipeline_run(msg: func.QueueMessage) -> None:
+    """Start a pipeline run that Azure DevOps could not take during the original request."""
+    azure_adapter.handle_retry_message(msg)

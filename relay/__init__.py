@@ -1,0 +1,1 @@
+"""The relay application: settings, secrets, the request service and local tooling."""

@@ -1,0 +1,137 @@
+"""Typed, fail-fast settings read from the environment (Function App settings).
+
+Loaded lazily by ``load_settings()`` and cached, so importing ``function_app`` never fails
+for a missing setting; the first request that needs them gets a 500 naming the setting.
+No secret value belongs here in production: ``WEBHOOK_SECRET``/``DEVOPS_PAT`` are a local
+development fallback used only when ``KEY_VAULT_URL`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from webhook.errors import ConfigurationError
+
+# Fixed, not a setting: the queue trigger binding names it at indexing time.
+RETRY_QUEUE_NAME = "relay-retry"
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+class Settings(BaseModel):
+    """Every setting the relay reads; field aliases are the app-setting names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    devops_org_url: str = Field(alias="DEVOPS_ORG_URL")
+    devops_project: str = Field(alias="DEVOPS_PROJECT", min_length=1)
+    devops_auth: Literal["pat", "managed-identity"] = Field("pat", alias="DEVOPS_AUTH")
+    devops_deadline_seconds: float = Field(20.0, alias="DEVOPS_DEADLINE_SECONDS", gt=0, le=200)
+    devops_ca_bundle: str | None = Field(None, alias="DEVOPS_CA_BUNDLE")
+
+    key_vault_url: str | None = Field(None, alias="KEY_VAULT_URL")
+    azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
+    webhook_secret_name: str = Field("mlflow-webhook-secret", alias="WEBHOOK_SECRET_NAME")
+    webhook_previous_secret_name: str | None = Field(None, alias="WEBHOOK_PREVIOUS_SECRET_NAME")
+    devops_pat_secret_name: str = Field("devops-pat", alias="DEVOPS_PAT_SECRET_NAME")
+    secret_cache_seconds: float = Field(300.0, alias="SECRET_CACHE_SECONDS", ge=0)
+
+    # Local development only (no KEY_VAULT_URL): secrets straight from the environment.
+    webhook_secret: str | None = Field(None, alias="WEBHOOK_SECRET", repr=False)
+    webhook_previous_secret: str | None = Field(None, alias="WEBHOOK_PREVIOUS_SECRET", repr=False)
+    devops_pat: str | None = Field(None, alias="DEVOPS_PAT", repr=False)
+
+    webhook_max_age_seconds: float = Field(600.0, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
+    routes_file: Path = Field(APP_ROOT / "routes.yaml", alias="ROUTES_FILE")
+    dry_run: bool = Field(False, alias="RELAY_DRY_RUN")
+
+    # Idempotency ledger and durable retry queue, in the Function App's own storage account.
+    storage_connection_string: str | None = Field(None, alias="AzureWebJobsStorage", repr=False)
+    storage_account_name: str | None = Field(None, alias="AzureWebJobsStorage__accountName")
+    storage_table_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
+    storage_queue_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    idempotency_table: str = Field("relaydeliveries", alias="IDEMPOTENCY_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+    idempotency_retention_days: float = Field(7.0, alias="IDEMPOTENCY_RETENTION_DAYS", gt=0)
+    retry_max_attempts: int = Field(8, alias="RETRY_MAX_ATTEMPTS", ge=1, le=50)
+
+    @field_validator("devops_org_url")
+    @classmethod
+    def _https_org_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL, e.g. https://dev.azure.com/contoso")
+        return value
+
+    @field_validator("key_vault_url")
+    @classmethod
+    def _https_vault_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL, e.g. https://contoso-kv.vault.azure.net")
+        return value
+
+    @field_validator("webhook_secret", "webhook_previous_secret", "devops_pat")
+    @classmethod
+    def _resolved_reference(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().startswith(UNRESOLVED_KEY_VAULT_REFERENCE):
+            raise ValueError(
+                "is an unresolved Key Vault reference; set KEY_VAULT_URL and let the relay "
+                "read the secret itself instead"
+            )
+        return value
+
+    @field_validator("routes_file")
+    @classmethod
+    def _relative_to_app_root(cls, value: Path) -> Path:
+        return value if value.is_absolute() else APP_ROOT / value
+
+    @property
+    def uses_key_vault(self) -> bool:
+        return bool(self.key_vault_url)
+
+    @property
+    def uses_storage(self) -> bool:
+        return bool(
+            self.storage_connection_string or self.storage_account_name
+            or (self.storage_table_uri and self.storage_queue_uri)
+        )  # fmt: skip
+
+
+def settings_from_env(environ: Mapping[str, str]) -> Settings:
+    """Build settings from an environment mapping (empty values count as unset).
+
+    Raises:
+        ConfigurationError: naming each missing or invalid setting.
+    """
+    values = {k: v for k, v in environ.items() if v.strip()}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            reason = "is required" if err["type"] == "missing" else err["msg"]
+            problems.append(f"setting {name} {reason}")
+        raise ConfigurationError("; ".join(problems)) from None
+
+
+_cached: Settings | None = None
+
+
+def load_settings() -> Settings:
+    """Return the process-wide settings, read from ``os.environ`` on first use."""
+    global _cached
+    if _cached is None:
+        _cached = settings_from_env(os.environ)
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests, and the local server after changing the environment)."""
+    global _cached
+    _cached = None

@@ -1,0 +1,1 @@
+"""Sans-I/O core: verify, parse, normalise and route registry webhook deliveries."""

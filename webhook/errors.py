@@ -1,0 +1,95 @@
+"""The relay's one exception tree; each class carries the HTTP status it answers with.
+
+    RelayError                      500  base class; never raised directly
+    ├── RequestRejected             4xx  the sender's request is at fault; do not retry it
+    │   ├── MethodNotAllowed        405
+    │   ├── PayloadTooLarge         413
+    │   ├── PayloadInvalid          400  malformed JSON or a schema error (names the field)
+    │   └── AuthenticationFailed    401  missing, malformed or wrong signature
+    │       └── StaleEvent          401  signed timestamp outside the freshness window
+    ├── ConfigurationError          500  a missing/invalid setting, rules file or secret
+    ├── PipelineRejected            502  Azure DevOps refused the run (4xx, sign-in page, ...)
+    └── DependencyUnavailable       503  transient: Azure DevOps, Key Vault or identity; has retry_after
+        ├── DevOpsUnavailable       503
+        ├── SecretsUnavailable      503  Key Vault or the managed identity
+        └── StorageUnavailable      503  the delivery ledger or the retry queue
+
+Catch ``RequestRejected`` for client errors, ``DependencyUnavailable`` for anything worth
+retrying later, and ``RelayError`` at the single place that turns errors into answers
+(``relay.responses``). Messages are safe to show to the sender: they never hold a secret
+or a request body.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class RelayError(Exception):
+    """Base of every error the relay raises on purpose."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RequestRejected(RelayError):
+    """The request itself is wrong; answering 4xx tells the sender not to retry."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class MethodNotAllowed(RequestRejected):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class PayloadTooLarge(RequestRejected):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class PayloadInvalid(RequestRejected):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class AuthenticationFailed(RequestRejected):
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class StaleEvent(AuthenticationFailed):
+    """The signed timestamp is too old or too far in the future (a replay, or a bad clock)."""
+
+
+class ConfigurationError(RelayError):
+    """The operator's configuration is wrong: a setting, the rules file, or a secret."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class PipelineRejected(RelayError):
+    """Azure DevOps answered, and refused: retrying the same request will not help."""
+
+    status = HTTPStatus.BAD_GATEWAY
+
+
+class DependencyUnavailable(RelayError):
+    """A dependency is down or throttling; the sender should retry after ``retry_after`` s."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class DevOpsUnavailable(DependencyUnavailable):
+    pass
+
+
+class SecretsUnavailable(DependencyUnavailable):
+    pass
+
+
+class StorageUnavailable(DependencyUnavailable):
+    pass

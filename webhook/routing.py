@@ -1,0 +1,276 @@
+"""Routing rules: which registry events start which Azure DevOps pipelines. Pure, no I/O.
+
+A rules document (``routes.yaml``) holds ``rules:``; every rule whose ``when`` conditions
+all hold fires, each into one pipeline run (fan-out). See README "Routing rules".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import string
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from webhook.errors import ConfigurationError
+from webhook.events import KINDS_NEEDING_EXPLICIT_EVENT, RegistryEvent
+
+PLACEHOLDERS = frozenset(
+    {
+        "model_name", "version", "event", "from_stage", "to_stage", "alias",
+        "source", "delivery_id", "event_time", "tag_key", "tag_value",
+    }
+)  # fmt: skip
+
+# Sent when a rule gives no ``parameters``: what pipelines/azure-pipelines.yaml declares.
+DEFAULT_PARAMETERS: dict[str, str] = {
+    "model_name": "{model_name}",
+    "model_version": "{version}",
+    "event": "{event}",
+    "from_stage": "{from_stage}",
+    "to_stage": "{to_stage}",
+    "alias": "{alias}",
+    "delivery_id": "{delivery_id}",
+}
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _as_list(value: Any) -> Any:
+    if value is None or isinstance(value, list):
+        return value
+    return [value]
+
+
+def _scalar_text(value: Any) -> Any:
+    # YAML reads `true` and `3` as bool/int; conditions compare text, as the senders send it.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class TagCondition(BaseModel):
+    """``tag: {key: deploy, value: "true"}``; ``value`` is optional (any value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1)
+    value: str | None = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return _scalar_text(value)
+
+
+class RuleConditions(BaseModel):
+    """Every condition given must hold; each takes one value or a list of values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: list[str] | None = None
+    source: list[str] | None = None
+    model: list[str] | None = None
+    to_stage: list[str] | None = None
+    from_stage: list[str] | None = None
+    alias: list[str] | None = None
+    tag: TagCondition | None = None
+
+    @field_validator("event", "source", "model", "to_stage", "from_stage", "alias", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        listed = _as_list(value)
+        return [_scalar_text(v) for v in listed] if listed is not None else None
+
+
+class RouteRule(BaseModel):
+    """One rule: conditions, the pipeline to run, and its template parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    pipeline_id: int = Field(gt=0)
+    project: str | None = Field(None, min_length=1)
+    branch: str | None = Field(None, min_length=1)
+    when: RuleConditions = Field(default_factory=RuleConditions)
+    parameters: dict[str, str] | None = None
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameter_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _scalar_text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _known_placeholders(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, template in (value or {}).items():
+            for field in _placeholder_names(template, name):
+                if field not in PLACEHOLDERS:
+                    known = ", ".join(sorted(PLACEHOLDERS))
+                    raise ValueError(f"parameter {name!r}: unknown placeholder {{{field}}} (known: {known})")
+        return value
+
+    def matches(self, event: RegistryEvent) -> bool:
+        """True when every condition of this rule holds for ``event``."""
+        when = self.when
+        if when.event is None:
+            if event.kind in KINDS_NEEDING_EXPLICIT_EVENT:
+                return False
+        elif not event.event_names & {e.upper() for e in when.event}:
+            return False
+        if event.is_test and not (when.model and event.model_name in when.model):
+            return False  # a sender's test payload fires only rules that name its model
+        return (
+            _in(event.source, when.source)
+            and (when.model is None or any(fnmatch.fnmatchcase(event.model_name, p) for p in when.model))
+            and _in(event.to_stage, when.to_stage)
+            and _in(event.from_stage, when.from_stage)
+            and _in(event.alias, when.alias, case_sensitive=True)
+            and _tag_matches(event, when.tag)
+        )
+
+
+def _placeholder_names(template: str, parameter: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"parameter {parameter!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+    names = []
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if spec or conversion or not field.isidentifier():
+            # Only bare names: attribute/index access in a format string can reach internals.
+            raise ValueError(f"parameter {parameter!r}: placeholder {{{field}}} must be a bare name")
+        names.append(field)
+    return names
+
+
+def _in(value: str | None, allowed: list[str] | None, *, case_sensitive: bool = False) -> bool:
+    if allowed is None:
+        return True
+    if value is None:
+        return False
+    if case_sensitive:
+        return value in allowed
+    return value.casefold() in {a.casefold() for a in allowed}
+
+
+def _tag_matches(event: RegistryEvent, tag: TagCondition | None) -> bool:
+    if tag is None:
+        return True
+    if event.tag_key != tag.key:
+        return False
+    return tag.value is None or event.tag_value == tag.value
+
+
+class RouteRules(BaseModel):
+    """The whole rules document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[RouteRule]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RouteRules:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice; names must be unique")
+            seen.add(rule.name)
+        return self
+
+
+class PipelineRunRequest(BaseModel):
+    """One pipeline run to start: the output of routing, the input of the DevOps client."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    project: str
+    pipeline_id: int
+    branch: str | None
+    template_parameters: dict[str, str]
+    delivery_id: str
+    model_name: str
+    version: str | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.delivery_id}:{self.rule}"
+
+
+def parse_rules(text: str, *, origin: str = "routes.yaml") -> RouteRules:
+    """Parse and validate a YAML rules document.
+
+    Raises:
+        ConfigurationError: bad YAML, or a schema error naming the rule and field.
+    """
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
+    try:
+        return RouteRules.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe_rules_error(origin, document, exc)) from None
+
+
+def _describe_rules_error(origin: str, document: Any, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc) or "document"
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            rules = document.get("rules") if isinstance(document, dict) else None
+            rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+            name = rule.get("name") if isinstance(rule, dict) else None
+            field = ".".join(str(p) for p in loc[2:]) or "rule"
+            where = f"rule {name!r} (#{loc[1] + 1}) field '{field}'" if name else f"rule #{loc[1] + 1} field '{field}'"
+        problems.append(f"{where}: {err['msg']}")
+    return f"{origin}: " + "; ".join(problems)
+
+
+def placeholder_values(event: RegistryEvent) -> dict[str, str]:
+    """The values ``{placeholders}`` are filled with (empty string where not applicable)."""
+    return {
+        "model_name": event.model_name,
+        "version": event.version or "",
+        "event": event.event,
+        "from_stage": event.from_stage or "",
+        "to_stage": event.to_stage or "",
+        "alias": event.alias or "",
+        "source": event.source,
+        "delivery_id": event.delivery_id,
+        "event_time": event.event_time.isoformat(),
+        "tag_key": event.tag_key or "",
+        "tag_value": event.tag_value or "",
+    }
+
+
+def route_event(rules: RouteRules, event: RegistryEvent, *, default_project: str) -> list[PipelineRunRequest]:
+    """Every pipeline run the rules ask for this event, in rule order."""
+    values = placeholder_values(event)
+    runs = []
+    for rule in rules.rules:
+        if not rule.matches(event):
+            continue
+        templates = rule.parameters if rule.parameters is not None else DEFAULT_PARAMETERS
+        runs.append(
+            PipelineRunRequest(
+                rule=rule.name,
+                project=rule.project or default_project,
+                pipeline_id=rule.pipeline_id,
+                branch=rule.branch,
+                template_parameters={k: t.format_map(values) for k, t in templates.items()},
+                delivery_id=event.delivery_id,
+                model_name=event.model_name,
+                version=event.version,
+            )
+        )
+    return runs
