@@ -72,8 +72,7 @@ class EntraTokenAuth:
             token = self._credential.get_token(AZURE_DEVOPS_SCOPE)
         except Exception as exc:  # azure-identity raises several unrelated types
             raise SecretsUnavailable(
-                f"could not get an Entra token for Azure DevOps from the managed identity: "
-                f"{type(exc).__name__}"
+                f"could not get an Entra token for Azure DevOps from the managed identity: {type(exc).__name__}"
             ) from exc
         self.acquisitions += 1
         self._token, self._expires_on = token.token, float(token.expires_on)

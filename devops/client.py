@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -49,12 +50,23 @@ def run_request_body(request: PipelineRunRequest) -> dict[str, Any]:
 
 
 class _Retry(Exception):
-    """Internal: this attempt failed transiently."""
+    """Internal: this attempt failed transiently.
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    ``ambiguous`` means the run may have been created anyway (the request reached DevOps but
+    no answer came back, or a gateway error): POSTing again could start it twice.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None, *, ambiguous: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.ambiguous = ambiguous
+
+
+# 429 and 503 mean "not processed"; a gateway error or a lost answer may hide a started run.
+_AMBIGUOUS_STATUS = frozenset({500, 502, 504})
+_RECONCILE_WINDOW_SECONDS = 300
+_RECONCILE_MAX_RUNS = 20
 
 
 class AzureDevOpsClient:
@@ -91,13 +103,29 @@ class AzureDevOpsClient:
         """
         policy = self._policy
         deadline_at = self._clock() + policy.deadline
+        started_at = time.time()
         reauthenticated = False
+        maybe_created = False
         attempt = 0
         while True:
             attempt += 1
             remaining = deadline_at - self._clock()
+            timeout = max(0.1, min(policy.attempt_timeout, remaining))
             try:
-                return self._attempt(request, timeout=max(0.1, min(policy.attempt_timeout, remaining)))
+                if maybe_created:
+                    found = self._find_started_run(
+                        request, since=started_at - _RECONCILE_WINDOW_SECONDS, timeout=timeout
+                    )
+                    if found is not None:
+                        log.warning(
+                            "devops run found after an ambiguous failure: not starting it again "
+                            "delivery_id=%s rule=%s run_id=%s",
+                            request.delivery_id,
+                            request.rule,
+                            found.run_id,
+                        )
+                        return found
+                return self._attempt(request, timeout=timeout)
             except _AuthRejected as exc:
                 if reauthenticated:
                     raise PipelineRejected(exc.detail) from None
@@ -105,13 +133,11 @@ class AzureDevOpsClient:
                 self._auth.invalidate()
                 continue
             except _Retry as exc:
+                maybe_created = maybe_created or exc.ambiguous
                 wait = policy.backoff(attempt, exc.retry_after)
                 remaining = deadline_at - self._clock()
-                log.warning(
-                    "devops attempt failed",
-                    extra={"rule": request.rule, "delivery_id": request.delivery_id,
-                           "attempt": attempt, "reason": exc.reason},
-                )  # fmt: skip
+                log.warning("devops attempt %d failed delivery_id=%s rule=%s reason=%s",
+                            attempt, request.delivery_id, request.rule, exc.reason)  # fmt: skip
                 if attempt >= policy.max_attempts or wait >= remaining:
                     retry_after = max(30, int(exc.retry_after or 0))
                     raise DevOpsUnavailable(
@@ -128,17 +154,50 @@ class AzureDevOpsClient:
                 headers={"Authorization": self._auth.authorization(), "Accept": "application/json"},
                 timeout=timeout,
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Retry(f"could not connect: {type(exc).__name__}") from None
         except httpx.TimeoutException:
-            raise _Retry(f"timed out after {timeout:.1f} s") from None
+            raise _Retry(f"no answer within {timeout:.1f} s", ambiguous=True) from None
         except httpx.TransportError as exc:
-            raise _Retry(f"connection failed: {type(exc).__name__}") from None
+            raise _Retry(f"connection lost: {type(exc).__name__}", ambiguous=True) from None
         return self._interpret(request, response)
+
+    def _get_json(self, url: str, *, timeout: float) -> Any:
+        try:
+            response = self._http.get(url, headers={"Authorization": self._auth.authorization(),
+                                                    "Accept": "application/json"}, timeout=timeout)  # fmt: skip
+        except httpx.TransportError as exc:
+            raise _Retry(f"reconciliation failed: {type(exc).__name__}", ambiguous=True) from None
+        if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
+            raise _Retry(f"reconciliation answered HTTP {response.status_code}", ambiguous=True)
+        return response.json()
+
+    def _find_started_run(self, request: PipelineRunRequest, *, since: float, timeout: float) -> PipelineRun | None:
+        """After an ambiguous failure, look for a run this request already started.
+
+        Runs are recognised by a template parameter holding the delivery id (the default
+        parameters include it). Without one there is nothing to recognise them by, and the
+        relay falls back to at-least-once.
+        """
+        if request.delivery_id not in request.template_parameters.values():
+            log.warning("cannot check for an already started run (no parameter carries the delivery id) "
+                        "delivery_id=%s rule=%s", request.delivery_id, request.rule)  # fmt: skip
+            return None
+        base = self.runs_url(request).split("?")[0]
+        listing = self._get_json(f"{base}?api-version={API_VERSION}", timeout=timeout)
+        recent = [r for r in listing.get("value", []) if _created_after(r.get("createdDate"), since)]
+        for summary in sorted(recent, key=lambda r: int(r["id"]), reverse=True)[:_RECONCILE_MAX_RUNS]:
+            run = self._get_json(f"{base}/{int(summary['id'])}?api-version={API_VERSION}", timeout=timeout)
+            if request.delivery_id in (run.get("templateParameters") or {}).values():
+                web = ((run.get("_links") or {}).get("web") or {}).get("href") or run.get("url")
+                return PipelineRun(rule=request.rule, pipeline_id=request.pipeline_id, run_id=int(run["id"]), url=web)
+        return None
 
     def _interpret(self, request: PipelineRunRequest, response: httpx.Response) -> PipelineRun:
         status = response.status_code
         if status in RETRYABLE_STATUS:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-            raise _Retry(f"HTTP {status}", retry_after)
+            raise _Retry(f"HTTP {status}", retry_after, ambiguous=status in _AMBIGUOUS_STATUS)
         if status in (401, 403):
             raise _AuthRejected(
                 f"Azure DevOps refused the credentials (HTTP {status}) for pipeline "
@@ -165,6 +224,15 @@ class _AuthRejected(Exception):
         self.detail = detail
 
 
+def _created_after(created: Any, since: float) -> bool:
+    if not isinstance(created, str):
+        return True  # unknown: check it rather than miss it
+    try:
+        return datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() >= since
+    except ValueError:
+        return True
+
+
 def _devops_message(response: httpx.Response) -> str:
     try:
         document = response.json()
@@ -180,8 +248,7 @@ def _started_run(request: PipelineRunRequest, response: httpx.Response) -> Pipel
         run_id = int(document["id"])
     except (ValueError, KeyError, TypeError):
         raise PipelineRejected(
-            f"Azure DevOps answered HTTP {response.status_code} without a run id for pipeline "
-            f"{request.pipeline_id}"
+            f"Azure DevOps answered HTTP {response.status_code} without a run id for pipeline {request.pipeline_id}"
         ) from None
     links = document.get("_links") or {}
     url = (links.get("web") or {}).get("href") or document.get("url")

@@ -44,5 +44,5 @@ class RetryPolicy:
         """
         if retry_after is not None:
             return retry_after
-        window = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        return window * self.jitter()
+        window = min(self.max_delay, self.base_delay * (2.0 ** (attempt - 1)))
+        return window * float(self.jitter())

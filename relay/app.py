@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,8 +20,8 @@ from devops.auth import DevOpsAuth, EntraTokenAuth, PatAuth
 from devops.client import AzureDevOpsClient, DryRunStarter, PipelineStarter
 from devops.retry import RetryPolicy
 from relay.ledger import DeliveryLedger, InMemoryLedger, LedgerTiming
-from relay.secrets import EnvironmentSecretSource, KeyVaultSecretSource, RelaySecrets, SecretSource
 from relay.retry_worker import RetryWorker
+from relay.secrets import EnvironmentSecretSource, KeyVaultSecretSource, RelaySecrets, SecretSource
 from relay.service import RelayService
 from relay.settings import RETRY_QUEUE_NAME, Settings, load_settings, reset_settings
 from webhook.errors import ConfigurationError
@@ -42,7 +42,9 @@ def load_rules_file(path: Path) -> RouteRules:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError(f"routing rules file {str(path)!r} cannot be read ({exc.strerror}); set ROUTES_FILE") from None
+        raise ConfigurationError(
+            f"routing rules file {str(path)!r} cannot be read ({exc.strerror}); set ROUTES_FILE"
+        ) from None
     return parse_rules(text, origin=path.name)
 
 
@@ -67,7 +69,9 @@ def build_secrets(settings: Settings) -> RelaySecrets:
         source = KeyVaultSecretSource(client)
         names = (settings.webhook_secret_name, settings.webhook_previous_secret_name, settings.devops_pat_secret_name)
     else:
-        log.warning("KEY_VAULT_URL is not set: reading WEBHOOK_SECRET/DEVOPS_PAT from the environment (local development only)")
+        log.warning(
+            "KEY_VAULT_URL is not set: reading WEBHOOK_SECRET/DEVOPS_PAT from the environment (local development only)"
+        )
         source = EnvironmentSecretSource(os.environ)
         names = ("WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET", "DEVOPS_PAT")
     return RelaySecrets(
@@ -96,7 +100,9 @@ def build_storage(settings: Settings) -> tuple[DeliveryLedger, StorageQueueRetry
     timing = LedgerTiming(lease=max(60.0, settings.devops_deadline_seconds * 3),
                           retention=settings.idempotency_retention_days * 86400)  # fmt: skip
     if not settings.uses_storage:
-        log.warning("no AzureWebJobsStorage configured: in-memory delivery ledger, no durable retry (local development only)")
+        log.warning(
+            "no AzureWebJobsStorage configured: in-memory delivery ledger, no durable retry (local development only)"
+        )
         return InMemoryLedger(timing), None
     from relay.storage import StorageQueueRetry, TableLedger, storage_clients
 

@@ -7,15 +7,23 @@ The fields go both into the message (``key=value``, searchable in Application In
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 log = logging.getLogger("relay")
 
 _FIELDS = ("delivery_id", "source", "event", "model", "version", "rule", "pipeline_id", "run_id", "status")
 
 
-def log_decision(decision: str, *, level: int = logging.INFO, detail: str = "", **fields: object) -> None:
-    """Log ``decision`` (received, verified, matched, triggered, queued, duplicate, failed, ...)."""
-    known = {k: fields[k] for k in _FIELDS if fields.get(k) not in (None, "")}
+def log_decision(
+    decision: str, ids: Mapping[str, object] | None = None, /, *,
+    level: int = logging.INFO, detail: str = "", **fields: object,
+) -> None:  # fmt: skip
+    """Log ``decision`` (received, verified, matched, triggered, queued, duplicate, failed, ...).
+
+    ``ids`` holds the correlation ids of the delivery/run; ``fields`` adds or overrides some.
+    """
+    merged = {**(ids or {}), **fields}
+    known = {k: merged[k] for k in _FIELDS if merged.get(k) not in (None, "")}
     text = " ".join(f"{k}={v}" for k, v in known.items())
     message = f"relay decision={decision} {text}".rstrip()
     if detail:

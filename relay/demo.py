@@ -96,5 +96,7 @@ def run_demo(*, port: int = 0) -> int:
     finally:
         server.shutdown()
         server.server_close()
-    print("demo finished: every answer as expected" if not failures else f"demo finished: {failures} unexpected answer(s)")
+    print(
+        "demo finished: every answer as expected" if not failures else f"demo finished: {failures} unexpected answer(s)"
+    )
     return 1 if failures else 0

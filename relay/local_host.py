@@ -74,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LocalFunctionsHost
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the relay logs its own decisions; no request lines with query strings
 
     def _dispatch(self) -> None:

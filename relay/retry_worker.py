@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -32,8 +32,8 @@ class PoisonQueue(Protocol):
 
 def queue_backoff(attempt: int, retry_after: float | None, *, jitter: Callable[[], float] = random.random) -> float:
     """Delay before queue attempt ``attempt + 1``: 1, 2, 4 … 60 min (±25 %), or Retry-After."""
-    window = min(QUEUE_MAX_DELAY_SECONDS, QUEUE_BASE_DELAY_SECONDS * 2 ** (attempt - 1))
-    return max(retry_after or 0.0, window * (0.75 + 0.5 * jitter()))
+    window = min(QUEUE_MAX_DELAY_SECONDS, QUEUE_BASE_DELAY_SECONDS * 2.0 ** (attempt - 1))
+    return max(retry_after or 0.0, window * (0.75 + 0.5 * float(jitter())))
 
 
 class RetryWorker:
@@ -69,37 +69,36 @@ class RetryWorker:
         return self._retry(request, attempt, raw_message)
 
     def _retry(self, request: PipelineRunRequest, attempt: int, raw_message: str) -> str:
-        ids = {"delivery_id": request.delivery_id, "model": request.model_name, "version": request.version,
-               "rule": request.rule, "pipeline_id": request.pipeline_id}  # fmt: skip
+        ids = request.correlation
         claim = self._ledger.claim(request.idempotency_key, from_queue=True)
         if not claim.won:
             # Already started (a duplicate message), or a live attempt holds it: nothing to do.
-            log_decision("duplicate", detail=f"retry skipped: {claim.entry.state.value}", **ids)
+            log_decision("duplicate", ids, detail=f"retry skipped: {claim.entry.state.value}")
             return "duplicate"
         try:
             run = self._starter.start(request)
         except DependencyUnavailable as exc:
             if attempt >= self._max_attempts:
-                return self._give_up(request, raw_message, f"still unavailable after {attempt} attempts: {exc.detail}", ids)
+                return self._give_up(
+                    request, raw_message, f"still unavailable after {attempt} attempts: {exc.detail}", ids
+                )
             self._queue.enqueue(request, attempt=attempt + 1, delay=self._backoff(attempt, float(exc.retry_after)))
             self._ledger.record(request.idempotency_key, EntryState.QUEUED, detail=exc.detail)
-            log_decision("requeued", level=logging.WARNING, detail=f"attempt {attempt}: {exc.detail}", **ids)
+            log_decision("requeued", ids, level=logging.WARNING, detail=f"attempt {attempt}: {exc.detail}")
             return "requeued"
         except PipelineRejected as exc:
             return self._give_up(request, raw_message, exc.detail, ids)
         except RelayError as exc:
             return self._give_up(request, raw_message, exc.detail, ids)
         self._ledger.record(request.idempotency_key, EntryState.STARTED, run=run)
-        log_decision("triggered", run_id=run.run_id, detail=f"from retry queue, attempt {attempt}", **ids)
+        log_decision("triggered", ids, run_id=run.run_id, detail=f"from retry queue, attempt {attempt}")
         return "triggered"
 
-    def _give_up(self, request: PipelineRunRequest, raw_message: str, reason: str, ids: dict[str, object]) -> str:
+    def _give_up(self, request: PipelineRunRequest, raw_message: str, reason: str, ids: Mapping[str, object]) -> str:
         self._ledger.record(request.idempotency_key, EntryState.FAILED, detail=reason)
         self._poison.poison(raw_message, reason=reason)
         log_decision(
-            "poisoned", level=logging.ERROR,
+            "poisoned", ids, level=logging.ERROR,
             detail=f"model {request.model_name} version {request.version} was NOT deployed by rule "
-                   f"{request.rule}: {reason}",
-            **ids,
-        )  # fmt: skip
+                   f"{request.rule}: {reason}")  # fmt: skip
         return "poisoned"

@@ -102,12 +102,12 @@ class RelayService:
         self._verify(delivery)
         event = delivery.parse(now=self._clock(), max_age=self._max_age)
         ids = _event_ids(event)
-        log_decision("verified", **ids)
+        log_decision("verified", ids)
         requests = route_event(self._rules(), event, default_project=self._default_project)
         if not requests:
-            log_decision("ignored", **ids)
+            log_decision("ignored", ids)
             return json_response(200, {"status": "ignored", "detail": _ignored_detail(event), **_event_summary(event)})
-        log_decision("matched", detail=",".join(r.rule for r in requests), **ids)
+        log_decision("matched", ids, detail=",".join(r.rule for r in requests))
         if self._dry_run:
             return json_response(200, {
                 "status": "dry-run", "detail": "dry run: nothing was sent to Azure DevOps",
@@ -130,21 +130,20 @@ class RelayService:
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:
         """Start one run exactly once: claim, start, record (or queue on an outage)."""
-        ids = {"delivery_id": request.delivery_id, "model": request.model_name, "version": request.version,
-               "rule": request.rule, "pipeline_id": request.pipeline_id}  # fmt: skip
+        ids = request.correlation
         claim = self._ledger.claim(request.idempotency_key)
         if not claim.won:
             entry = claim.entry
             if entry.state is EntryState.STARTED:
-                log_decision("duplicate", run_id=entry.run.run_id if entry.run else None, **ids)
+                log_decision("duplicate", ids, run_id=entry.run.run_id if entry.run else None)
                 return RunOutcome(request, "duplicate", run=entry.run)
-            log_decision("in_progress", detail=entry.state.value, **ids)
+            log_decision("in_progress", ids, detail=entry.state.value)
             return RunOutcome(request, "queued" if entry.state is EntryState.QUEUED else "in_progress")
         try:
             run = self._starter.start(request)
         except PipelineRejected as exc:
             self._ledger.record(request.idempotency_key, EntryState.FAILED, detail=exc.detail)
-            log_decision("failed", level=logging.ERROR, detail=exc.detail, **ids)
+            log_decision("failed", ids, level=logging.ERROR, detail=exc.detail)
             return RunOutcome(request, "rejected", error=exc)
         except DependencyUnavailable as exc:
             return self._queue_or_fail(request, exc, ids)
@@ -153,11 +152,11 @@ class RelayService:
             self._ledger.record(request.idempotency_key, EntryState.FAILED, detail="relay error")
             raise
         self._ledger.record(request.idempotency_key, EntryState.STARTED, run=run)
-        log_decision("triggered", run_id=run.run_id, **ids)
+        log_decision("triggered", ids, run_id=run.run_id)
         return RunOutcome(request, "triggered", run=run)
 
     def _queue_or_fail(
-        self, request: PipelineRunRequest, exc: DependencyUnavailable, ids: dict[str, object]
+        self, request: PipelineRunRequest, exc: DependencyUnavailable, ids: Mapping[str, object]
     ) -> RunOutcome:
         if self._retry_queue is not None:
             try:
@@ -166,11 +165,11 @@ class RelayService:
                 pass  # the queue is down too: fall through, release the claim, answer 503
             else:
                 self._ledger.record(request.idempotency_key, EntryState.QUEUED, detail=exc.detail)
-                log_decision("queued", level=logging.WARNING, detail=exc.detail, **ids)
+                log_decision("queued", ids, level=logging.WARNING, detail=exc.detail)
                 return RunOutcome(request, "queued", error=exc)
         # Nothing started and nothing queued: let the sender's retry claim it again.
         self._ledger.record(request.idempotency_key, EntryState.FAILED, detail=exc.detail)
-        log_decision("unavailable", level=logging.WARNING, detail=exc.detail, **ids)
+        log_decision("unavailable", ids, level=logging.WARNING, detail=exc.detail)
         return RunOutcome(request, "unavailable", error=exc)
 
 

@@ -6,6 +6,7 @@ connection string locally (Azurite) or by managed identity in Azure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -38,7 +39,12 @@ AZURITE_CONNECTION_STRING = (
 )  # Azurite's published, well-known development key: not a secret.
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60
 # Fail fast: the HTTP answer has a deadline, so no long SDK-internal retry loops.
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "connection_timeout": 5, "read_timeout": 10}
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 2,
+    "retry_backoff_factor": 0.2,
+    "connection_timeout": 5,
+    "read_timeout": 10,
+}
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=-]{1,200}$")
 
 
@@ -139,8 +145,8 @@ class TableLedger:
     def record(self, key: str, state: EntryState, *, run: PipelineRun | None = None, detail: str = "") -> None:
         """Record the outcome of the attempt that holds ``key``. Raises ``StorageUnavailable``."""
         pk, rk = _table_keys(key)
-        entity = {"PartitionKey": pk, "RowKey": rk, "state": state.value, "updated_at": self._clock(),
-                  "detail": detail[:1000]}  # fmt: skip
+        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "state": state.value,
+                                  "updated_at": self._clock(), "detail": detail[:1000]}  # fmt: skip
         if run is not None:
             entity.update({"run_id": run.run_id, "url": run.url, "pipeline_id": run.pipeline_id})
         with _storage_errors("delivery ledger"):
@@ -159,11 +165,8 @@ class StorageQueueRetry:
     def _queue(self, name: str) -> QueueClient:
         if name not in self._queues:
             client = self._service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
-            with _storage_errors("retry queue"):
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
+            with _storage_errors("retry queue"), contextlib.suppress(ResourceExistsError):
+                client.create_queue()
             self._queues[name] = client
         return self._queues[name]
 

@@ -46,9 +46,7 @@ class Delivery:
             return Sender.MLFLOW
         if DATABRICKS_SIGNATURE in self.headers:
             return Sender.DATABRICKS
-        raise AuthenticationFailed(
-            "unsigned request: expected an X-Databricks-Signature or X-MLflow-Signature header"
-        )
+        raise AuthenticationFailed("unsigned request: expected an X-Databricks-Signature or X-MLflow-Signature header")
 
     @property
     def delivery_id_hint(self) -> str | None:
@@ -73,9 +71,7 @@ class Delivery:
                 max_age=max_age,
             )
         else:
-            verify_databricks_signature(
-                self.body, signature=self.headers.get(DATABRICKS_SIGNATURE), secrets=secrets
-            )
+            verify_databricks_signature(self.body, signature=self.headers.get(DATABRICKS_SIGNATURE), secrets=secrets)
 
     def parse(self, *, now: float, max_age: float) -> RegistryEvent:
         """Parse a verified delivery into a ``RegistryEvent``.

@@ -35,9 +35,7 @@ class EventKind(StrEnum):
 
 # Kinds a rule without an explicit ``event`` condition never matches: a *request* to move a
 # model to Production, or a comment, must not deploy anything unless a rule names it.
-KINDS_NEEDING_EXPLICIT_EVENT = frozenset(
-    {EventKind.TRANSITION_REQUESTED, EventKind.COMMENT_CREATED, EventKind.OTHER}
-)
+KINDS_NEEDING_EXPLICIT_EVENT = frozenset({EventKind.TRANSITION_REQUESTED, EventKind.COMMENT_CREATED, EventKind.OTHER})
 
 DATABRICKS_EVENTS: dict[str, EventKind] = {
     "MODEL_VERSION_CREATED": EventKind.VERSION_CREATED,

@@ -204,6 +204,12 @@ class PipelineRunRequest(BaseModel):
     def idempotency_key(self) -> str:
         return f"{self.delivery_id}:{self.rule}"
 
+    @property
+    def correlation(self) -> dict[str, object]:
+        """The ids a log line about this run carries (never parameters: they are user text)."""
+        return {"delivery_id": self.delivery_id, "model": self.model_name, "version": self.version,
+                "rule": self.rule, "pipeline_id": self.pipeline_id}  # fmt: skip
+
 
 def parse_rules(text: str, *, origin: str = "routes.yaml") -> RouteRules:
     """Parse and validate a YAML rules document.

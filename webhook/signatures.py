@@ -30,9 +30,7 @@ def sign_databricks(body: bytes, *, secret: str) -> str:
     return _hmac_sha256(secret, body).hex()
 
 
-def verify_databricks_signature(
-    body: bytes, *, signature: str | None, secrets: Sequence[str]
-) -> None:
+def verify_databricks_signature(body: bytes, *, signature: str | None, secrets: Sequence[str]) -> None:
     """Check a Databricks signature against each secret.
 
     Raises:
@@ -73,9 +71,7 @@ def check_freshness(
     if event_time < now - max_age:
         raise StaleEvent(f"stale event: signed {int(now - event_time)} s ago (limit {int(max_age)} s)")
     if event_time > now + max_future:
-        raise StaleEvent(
-            f"stale event: timestamp {int(event_time - now)} s in the future (limit {int(max_future)} s)"
-        )
+        raise StaleEvent(f"stale event: timestamp {int(event_time - now)} s in the future (limit {int(max_future)} s)")
 
 
 def verify_mlflow_signature(

@@ -30,6 +30,7 @@ RELAY_DEFAULT_PARAMETERS = frozenset(
     {"model_name", "model_version", "event", "from_stage", "to_stage", "alias", "delivery_id"}
 )
 _RUNS_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)/runs$")
+_RUN_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)/runs/(?P<run>\d+)$")
 _SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Azure DevOps Services | Sign In</title></head><body></body></html>"
 
 
@@ -70,6 +71,7 @@ def random_faults(rate: float, *, seed: int = 7, retry_after: str = "0") -> Faul
 @dataclass
 class StartedRun:
     run_id: int
+    created: str
     org: str
     project: str
     pipeline_id: int
@@ -93,6 +95,7 @@ class DevOpsStandIn:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.post_count = 0
         self._lock = threading.Lock()
         self._next_id = 1000
         self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
@@ -138,14 +141,15 @@ class DevOpsStandIn:
         ref = (((body.get("resources") or {}).get("repositories") or {}).get("self") or {}).get("refName")
         with self._lock:
             self._next_id += 1
-            run = StartedRun(self._next_id, org, project, pipeline_id, dict(params), ref, auth)
+            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+            run = StartedRun(self._next_id, created, org, project, pipeline_id, dict(params), ref, auth)
             self.runs.append(run)
         return run
 
     def run_json(self, run: StartedRun) -> dict[str, Any]:
         web = f"https://dev.azure.com/{run.org}/{run.project}/_build/results?buildId={run.run_id}"
         return {
-            "id": run.run_id, "name": f"20261128.{run.run_id}", "state": "inProgress",
+            "id": run.run_id, "name": f"20261128.{run.run_id}", "state": "inProgress", "createdDate": run.created,
             "url": f"{self.org_url}/{run.project}/_apis/pipelines/{run.pipeline_id}/runs/{run.run_id}",
             "pipeline": {"id": run.pipeline_id}, "templateParameters": run.template_parameters,
             "_links": {"web": {"href": web}},
@@ -181,14 +185,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.close()
 
+    def do_GET(self) -> None:  # noqa: N802
+        """List runs (no parameters, like the real list) or get one run (with parameters)."""
+        owner = self.owner
+        path, _, query = self.path.partition("?")
+        with owner._lock:
+            owner.requests.append({"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())})
+        if not owner._authorised(self.headers.get("Authorization", "")):
+            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+            return
+        listing, single = _RUNS_PATH.match(path), _RUN_PATH.match(path)
+        if listing:
+            runs = sorted(owner.runs_for(int(listing["pipeline"])), key=lambda r: r.run_id, reverse=True)
+            value = [{k: v for k, v in owner.run_json(r).items() if k != "templateParameters"} for r in runs]
+            self._json(200, {"count": len(value), "value": value})
+            return
+        found = [r for r in owner.runs_for(int(single["pipeline"])) if r.run_id == int(single["run"])] if single else []
+        if found:
+            self._json(200, owner.run_json(found[0]))
+        else:
+            self._json(404, {"message": f"no run at {path}"})
+
     def do_POST(self) -> None:  # noqa: N802
         owner = self.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         path, _, query = self.path.partition("?")
         with owner._lock:
-            owner.requests.append({"path": path, "query": query, "headers": dict(self.headers.items()), "body": raw})
-            number = len(owner.requests)
+            owner.requests.append({"method": "POST", "path": path, "query": query,
+                                   "headers": dict(self.headers.items()), "body": raw})  # fmt: skip
+            owner.post_count += 1
+            number = owner.post_count
         fault = owner.faults(number)
         if owner.latency:
             time.sleep(owner.latency)
