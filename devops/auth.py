@@ -78,4 +78,5 @@ class EntraTokenAuth:
         self._token, self._expires_on = token.token, float(token.expires_on)
 
     def invalidate(self) -> None:
-        self._token = None
+        with self._lock:
+            self._token = None

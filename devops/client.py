@@ -185,10 +185,17 @@ class AzureDevOpsClient:
             return None
         base = self.runs_url(request).split("?")[0]
         listing = self._get_json(f"{base}?api-version={API_VERSION}", timeout=timeout)
-        recent = [r for r in listing.get("value", []) if _created_after(r.get("createdDate"), since)]
+        entries = listing.get("value") if isinstance(listing, dict) else None
+        if not isinstance(entries, list):
+            raise _Retry("reconciliation: unexpected runs listing", ambiguous=True)
+        recent = [
+            r for r in entries
+            if isinstance(r, dict) and str(r.get("id", "")).isdigit() and _created_after(r.get("createdDate"), since)
+        ]  # fmt: skip
         for summary in sorted(recent, key=lambda r: int(r["id"]), reverse=True)[:_RECONCILE_MAX_RUNS]:
             run = self._get_json(f"{base}/{int(summary['id'])}?api-version={API_VERSION}", timeout=timeout)
-            if request.delivery_id in (run.get("templateParameters") or {}).values():
+            parameters = run.get("templateParameters") if isinstance(run, dict) else None
+            if isinstance(parameters, dict) and request.delivery_id in parameters.values():
                 web = ((run.get("_links") or {}).get("web") or {}).get("href") or run.get("url")
                 return PipelineRun(rule=request.rule, pipeline_id=request.pipeline_id, run_id=int(run["id"]), url=web)
         return None

@@ -55,7 +55,9 @@ def _is_mlflow_body(body: bytes) -> bool:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the matching rules and the exact run requests for a payload, sending nothing."""
-    from devops.client import run_request_body
+    from urllib.parse import quote
+
+    from devops.client import API_VERSION, run_request_body
     from relay.app import load_rules_file
     from webhook.events import parse_databricks_event, parse_mlflow_event
     from webhook.routing import route_event
@@ -74,7 +76,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "matched_rules": [r.rule for r in runs],
         "runs": [
             {"rule": r.rule, "method": "POST",
-             "url": f"{org}/{r.project}/_apis/pipelines/{r.pipeline_id}/runs?api-version=7.1",
+             # Escaped exactly as AzureDevOpsClient.runs_url does (a project name may hold spaces).
+             "url": f"{org}/{quote(r.project, safe='')}/_apis/pipelines/{r.pipeline_id}/runs?api-version={API_VERSION}",
              "body": run_request_body(r)}
             for r in runs
         ],
@@ -94,7 +97,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"X-Databricks-Signature: {sign_databricks(body, secret=secret)}")
         return 0
     delivery_id = args.delivery_id or str(uuid.uuid4())
-    timestamp = args.timestamp or int(time.time())
+    timestamp = args.timestamp if args.timestamp is not None else int(time.time())
     print(f"X-MLflow-Delivery-Id: {delivery_id}")
     print(f"X-MLflow-Timestamp: {timestamp}")
     print(f"X-MLflow-Signature: {sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)}")

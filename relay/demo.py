@@ -73,7 +73,8 @@ def run_demo(*, port: int = 0) -> int:
         "WEBHOOK_SECRET": secret, "DEVOPS_ORG_URL": "https://dev.azure.com/contoso-demo",
         "DEVOPS_PROJECT": "MLOps", "DEVOPS_PAT": "dry-run-not-used", "RELAY_DRY_RUN": "true",
     })  # fmt: skip
-    for name in ("KEY_VAULT_URL", "AzureWebJobsStorage", "AzureWebJobsStorage__accountName"):
+    # The demo shows the shipped rules with no Azure at all: drop anything pointing elsewhere.
+    for name in ("KEY_VAULT_URL", "ROUTES_FILE", "AzureWebJobsStorage", "AzureWebJobsStorage__accountName"):
         os.environ.pop(name, None)
     from function_app import app
     from relay.app import reset_relay

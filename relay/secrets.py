@@ -59,6 +59,7 @@ class KeyVaultSecretSource:
             HttpResponseError,
             ResourceNotFoundError,
             ServiceRequestError,
+            ServiceResponseError,
         )
 
         if self._client is None:
@@ -78,7 +79,8 @@ class KeyVaultSecretSource:
                     "'Key Vault Secrets User' role on the vault"
                 ) from exc
             raise SecretsUnavailable(f"Key Vault answered HTTP {exc.status_code}") from exc
-        except ServiceRequestError as exc:
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            # ServiceResponseError: a read timeout or a dropped connection, as transient as a refused one.
             raise SecretsUnavailable(f"Key Vault unreachable ({type(exc).__name__})") from exc
         return str(value) if value else None
 

@@ -108,7 +108,8 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
     Raises:
         ConfigurationError: naming each missing or invalid setting.
     """
-    values = {k: v for k, v in environ.items() if v.strip()}
+    known = {field.alias for field in Settings.model_fields.values()}
+    values = {k: v for k, v in environ.items() if k in known and v.strip()}
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:

@@ -1,0 +1,133 @@
+"""``RelaySecrets``: a TTL cache over a secret source, with rate-limited rotation refresh."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.secrets import ROTATION_REFRESH_INTERVAL_SECONDS, EnvironmentSecretSource, RelaySecrets
+from webhook.errors import ConfigurationError, SecretsUnavailable
+
+
+class CountingSource:
+    """A secret source whose values can change; counts reads per name."""
+
+    description = "the test vault"
+
+    def __init__(self, values, error=None):
+        self.values, self.error, self.reads = dict(values), error, {}
+
+    def get(self, name):
+        self.reads[name] = self.reads.get(name, 0) + 1
+        if self.error:
+            raise self.error
+        return self.values.get(name)
+
+
+@pytest.fixture
+def source():
+    return CountingSource({"hook": "current", "hook-old": "previous", "pat": "the-pat"})
+
+
+@pytest.fixture
+def make_secrets(source, clock):
+    def make(*, previous_name="hook-old", ttl=300.0, src=None):
+        return RelaySecrets(src or source, webhook_name="hook", previous_name=previous_name, pat_name="pat",
+                            ttl=ttl, clock=clock)  # fmt: skip
+
+    return make
+
+
+class TestCaching:
+    def test_one_read_per_secret_per_ttl(self, make_secrets, source, clock):
+        secrets = make_secrets()
+        for _ in range(1000):
+            assert secrets.webhook_secrets() == ["current", "previous"]
+            assert secrets.devops_pat() == "the-pat"
+            clock.advance(0.1)  # 100 s in all: inside the TTL
+        assert source.reads == {"hook": 1, "hook-old": 1, "pat": 1}
+
+    def test_after_the_ttl_the_source_is_read_again(self, make_secrets, source, clock):
+        secrets = make_secrets()
+        secrets.webhook_secrets()
+        source.values["hook"] = "rotated"
+        clock.advance(299)
+        assert secrets.webhook_secrets()[0] == "current"
+        clock.advance(1)
+        assert secrets.webhook_secrets()[0] == "rotated"
+        assert source.reads["hook"] == 2
+
+    def test_previous_secret_is_optional(self, make_secrets, source):
+        del source.values["hook-old"]
+        assert make_secrets().webhook_secrets() == ["current"]
+        assert make_secrets(previous_name=None).webhook_secrets() == ["current"]
+
+    def test_pat_invalidation_forces_a_new_read(self, make_secrets, source):
+        secrets = make_secrets()
+        secrets.devops_pat()
+        source.values["pat"] = "new-pat"
+        secrets.invalidate_devops_pat()
+        assert secrets.devops_pat() == "new-pat"
+        assert source.reads["pat"] == 2
+
+
+class TestRotationRefresh:
+    def test_refresh_drops_cached_webhook_secrets(self, make_secrets, source):
+        secrets = make_secrets()
+        secrets.webhook_secrets()
+        source.values["hook"] = "rotated"
+        assert secrets.refresh_webhook_secrets() is True
+        assert secrets.webhook_secrets() == ["rotated", "previous"]
+
+    def test_refresh_at_most_once_per_thirty_seconds(self, make_secrets, source, clock):
+        secrets = make_secrets()
+        secrets.webhook_secrets()
+        assert secrets.refresh_webhook_secrets() is True
+        secrets.webhook_secrets()
+        clock.advance(ROTATION_REFRESH_INTERVAL_SECONDS - 1)
+        assert secrets.refresh_webhook_secrets() is False
+        secrets.webhook_secrets()
+        assert source.reads["hook"] == 2
+        clock.advance(1)
+        assert secrets.refresh_webhook_secrets() is True
+        secrets.webhook_secrets()
+        assert source.reads["hook"] == 3
+        assert ROTATION_REFRESH_INTERVAL_SECONDS == 30.0
+
+    def test_refresh_keeps_the_cached_pat(self, make_secrets, source):
+        secrets = make_secrets()
+        secrets.devops_pat()
+        secrets.refresh_webhook_secrets()
+        secrets.devops_pat()
+        assert source.reads["pat"] == 1
+
+
+class TestFailures:
+    def test_missing_webhook_secret_is_a_configuration_error_naming_it(self, make_secrets, source):
+        del source.values["hook"]
+        with pytest.raises(ConfigurationError, match="webhook secret 'hook' not found in the test vault"):
+            make_secrets().webhook_secrets()
+
+    def test_missing_pat_is_a_configuration_error_naming_it(self, make_secrets, source):
+        del source.values["pat"]
+        with pytest.raises(ConfigurationError, match="PAT secret 'pat' not found"):
+            make_secrets().devops_pat()
+
+    def test_source_failure_is_secrets_unavailable(self, make_secrets):
+        failing = CountingSource({}, error=SecretsUnavailable("Key Vault unreachable"))
+        with pytest.raises(SecretsUnavailable) as caught:
+            make_secrets(src=failing).webhook_secrets()
+        assert caught.value.status == 503 and caught.value.retry_after >= 1
+
+    def test_failed_read_is_not_cached(self, make_secrets, source):
+        source.error = SecretsUnavailable("down")
+        secrets = make_secrets()
+        with pytest.raises(SecretsUnavailable):
+            secrets.devops_pat()
+        source.error = None
+        assert secrets.devops_pat() == "the-pat"
+
+
+class TestEnvironmentSource:
+    def test_reads_names_and_treats_empty_as_missing(self):
+        source = EnvironmentSecretSource({"A": "1", "B": ""})
+        assert (source.get("A"), source.get("B"), source.get("C")) == ("1", None, None)

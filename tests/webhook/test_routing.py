@@ -1,0 +1,383 @@
+"""Routing rules: validation errors that name the rule and field, matching, and parameters."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from webhook.delivery import Delivery
+from webhook.errors import ConfigurationError
+from webhook.events import EventKind, RegistryEvent, parse_databricks_event
+from webhook.routing import DEFAULT_PARAMETERS, PLACEHOLDERS, parse_rules, route_event
+
+SHIPPED_RULES = Path(__file__).resolve().parents[2] / "routes.yaml"
+EVENT_TIME = datetime(2026, 11, 28, 15, 29, 0, 545965, tzinfo=UTC)
+
+
+def rules(text: str):
+    return parse_rules(textwrap.dedent(text))
+
+
+def event(**fields) -> RegistryEvent:
+    values = dict(source="databricks", event="MODEL_VERSION_TRANSITIONED_STAGE", kind=EventKind.STAGE_TRANSITIONED,
+                  model_name="wine-quality", version="3", from_stage="Staging", to_stage="Production",
+                  delivery_id="dbx-1", event_time=EVENT_TIME)  # fmt: skip
+    values.update(fields)
+    return RegistryEvent(**values)
+
+
+def alias_event(alias="champion", model="wine-quality", **fields) -> RegistryEvent:
+    return event(source="mlflow", event="model_version_alias.created", kind=EventKind.ALIAS_SET, alias=alias,
+                 model_name=model, from_stage=None, to_stage=None, delivery_id="d-1", **fields)  # fmt: skip
+
+
+def fired(document, ev) -> list[str]:
+    return [r.rule for r in route_event(document, ev, default_project="MLOps")]
+
+
+class TestRulesValidation:
+    """Errors name the rule (by name and position) and the field."""
+
+    def test_duplicate_rule_names_are_refused(self):
+        with pytest.raises(ConfigurationError, match="'deploy' is used twice"):
+            rules("""
+                rules:
+                  - {name: deploy, pipeline_id: 1}
+                  - {name: deploy, pipeline_id: 2}
+            """)
+
+    def test_unknown_when_key_names_rule_and_field(self):
+        with pytest.raises(ConfigurationError) as caught:
+            rules("""
+                rules:
+                  - {name: ok, pipeline_id: 1}
+                  - name: prod
+                    pipeline_id: 2
+                    when: {stage: Production}
+            """)
+        assert "rule 'prod' (#2)" in caught.value.detail
+        assert "when.stage" in caught.value.detail
+
+    def test_unknown_placeholder_names_rule_parameter_and_placeholder(self):
+        with pytest.raises(ConfigurationError) as caught:
+            rules("""
+                rules:
+                  - name: prod
+                    pipeline_id: 2
+                    parameters: {model: "{model}"}
+            """)
+        detail = caught.value.detail
+        assert "rule 'prod'" in detail and "parameters" in detail and "{model}" in detail
+
+    @pytest.mark.parametrize("template", ["{model_name.__class__}", "{version[0]}", "{version!r}", "{version:>10}"])
+    def test_placeholder_must_be_a_bare_name(self, template):
+        with pytest.raises(ConfigurationError, match="bare name"):
+            rules(f"""
+                rules:
+                  - name: prod
+                    pipeline_id: 2
+                    parameters: {{p: "{template}"}}
+            """)
+
+    def test_unbalanced_brace_is_refused(self):
+        with pytest.raises(ConfigurationError, match="rule 'prod'"):
+            rules("""
+                rules:
+                  - name: prod
+                    pipeline_id: 2
+                    parameters: {p: "{version"}
+            """)
+
+    @pytest.mark.parametrize("pipeline_id", ["twelve", 0, -3, "null"])
+    def test_bad_pipeline_id_names_rule_and_field(self, pipeline_id):
+        with pytest.raises(ConfigurationError) as caught:
+            rules(f"""
+                rules:
+                  - name: prod
+                    pipeline_id: {pipeline_id}
+            """)
+        assert "rule 'prod' (#1) field 'pipeline_id'" in caught.value.detail
+
+    def test_missing_name_names_rule_position(self):
+        with pytest.raises(ConfigurationError, match="rule #1 field 'name'"):
+            rules("""
+                rules:
+                  - pipeline_id: 3
+            """)
+
+    def test_bad_yaml_is_refused(self):
+        with pytest.raises(ConfigurationError, match="not valid YAML"):
+            parse_rules("rules:\n  - name: [unclosed\n", origin="custom.yaml")
+
+    def test_error_names_the_rules_file(self):
+        with pytest.raises(ConfigurationError, match=r"^custom\.yaml: "):
+            parse_rules("rules: 3", origin="custom.yaml")
+
+    @pytest.mark.parametrize("text", ["", "just a string", "- a list"])
+    def test_document_without_rules_is_refused(self, text):
+        with pytest.raises(ConfigurationError):
+            parse_rules(text)
+
+    def test_unknown_rule_key_is_refused(self):
+        with pytest.raises(ConfigurationError, match="field 'pipeline'"):
+            rules("""
+                rules:
+                  - {name: prod, pipeline_id: 2, pipeline: 3}
+            """)
+
+    def test_shipped_rules_file_is_valid(self):
+        document = parse_rules(SHIPPED_RULES.read_text(encoding="utf-8"))
+        assert [r.name for r in document.rules] == ["staging", "production", "champion-deploy", "challenger-validate"]
+
+
+class TestRuleMatching:
+    def test_fan_out_fires_every_matching_rule_in_order(self):
+        document = rules("""
+            rules:
+              - {name: deploy, pipeline_id: 1, when: {to_stage: Production}}
+              - {name: never, pipeline_id: 2, when: {to_stage: Staging}}
+              - {name: notify, pipeline_id: 3, when: {model: "wine-*"}}
+        """)
+        runs = route_event(document, event(), default_project="MLOps")
+        assert [(r.rule, r.pipeline_id) for r in runs] == [("deploy", 1), ("notify", 3)]
+
+    @pytest.mark.parametrize(
+        ("pattern", "matches"),
+        [
+            ("wine-*", True),
+            ("wine-qualit?", True),
+            ("[vw]ine-quality", True),
+            ("beer-*", False),
+            ("Wine-*", False),
+            ("wine", False),
+        ],
+    )
+    def test_model_globs(self, pattern, matches):
+        document = rules(f"""
+            rules:
+              - {{name: r, pipeline_id: 1, when: {{model: "{pattern}"}}}}
+        """)
+        assert fired(document, event()) == (["r"] if matches else [])
+
+    def test_list_conditions_match_any_value(self):
+        document = rules("""
+            rules:
+              - name: r
+                pipeline_id: 1
+                when: {to_stage: [Staging, Production], model: [beer, "wine-*"]}
+        """)
+        assert fired(document, event()) == ["r"]
+        assert fired(document, event(to_stage="Archived")) == []
+
+    def test_stage_conditions_ignore_case(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {to_stage: production, from_stage: [none, STAGING]}}
+        """)
+        assert fired(document, event()) == ["r"]
+
+    def test_from_stage_none_is_the_databricks_string(self):
+        document = parse_rules(SHIPPED_RULES.read_text(encoding="utf-8"))
+        assert fired(document, event(to_stage="Staging", from_stage="None")) == ["staging"]
+        assert fired(document, event(to_stage="Staging", from_stage="Production")) == []
+
+    def test_stage_condition_never_matches_an_event_without_stage(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {to_stage: Production}}
+        """)
+        assert fired(document, alias_event()) == []
+
+    def test_alias_condition_is_case_sensitive(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {event: model_version_alias.created, alias: champion}}
+        """)
+        assert fired(document, alias_event("champion")) == ["r"]
+        assert fired(document, alias_event("Champion")) == []
+        assert fired(document, alias_event("challenger")) == []
+
+    def test_event_names_in_mlflow_form(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {event: [model_version_tag.set]}}
+        """)
+        tag = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key="k")
+        assert fired(document, tag) == ["r"]
+        assert fired(document, alias_event()) == []
+
+    def test_tag_condition_with_yaml_true_is_coerced_to_text(self):
+        document = rules("""
+            rules:
+              - name: r
+                pipeline_id: 1
+                when: {tag: {key: deploy, value: true}}
+        """)
+        assert document.rules[0].when.tag.value == "true"
+        tag = dict(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key="deploy")
+        assert fired(document, event(**tag, tag_value="true")) == ["r"]
+        assert fired(document, event(**tag, tag_value="false")) == []
+        assert fired(document, event(**{**tag, "tag_key": "other"}, tag_value="true")) == []
+
+    def test_tag_condition_without_value_matches_any_value(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {tag: {key: deploy}}}
+        """)
+        assert fired(document, event(kind=EventKind.TAG_SET, tag_key="deploy", tag_value="x")) == ["r"]
+        assert fired(document, event()) == []
+
+    def test_source_condition(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {source: mlflow}}
+        """)
+        assert fired(document, alias_event()) == ["r"]
+        assert fired(document, event()) == []
+
+    @pytest.mark.parametrize("name", ["TRANSITION_REQUEST_CREATED", "TRANSITION_REQUEST_TO_PRODUCTION_CREATED",
+                                      "COMMENT_CREATED"])  # fmt: skip
+    def test_rule_without_event_never_matches_requests_or_comments(self, name):
+        document = rules(
+            """
+            rules:
+              - {name: any-production, pipeline_id: 1, when: {to_stage: Production}}
+              - {name: everything, pipeline_id: 2}
+              - {name: named, pipeline_id: 3, when: {event: NAME}}
+        """.replace("NAME", name)
+        )
+        body = json.dumps(
+            {
+                "event": name,
+                "webhook_id": "w",
+                "event_timestamp": 1_764_000_000_000,
+                "model_name": "wine-quality",
+                "version": "3",
+                "to_stage": "Production",
+            }
+        ).encode()
+        assert fired(document, parse_databricks_event(body)) == ["named"]
+
+    def test_generic_transition_rule_matches_specific_event(self):
+        document = rules("""
+            rules:
+              - {name: generic, pipeline_id: 1, when: {event: MODEL_VERSION_TRANSITIONED_STAGE}}
+              - {name: specific-staging, pipeline_id: 2, when: {event: MODEL_VERSION_TRANSITIONED_TO_STAGING}}
+        """)
+        body = json.dumps({"event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "webhook_id": "w",
+                           "event_timestamp": 1_764_000_000_000, "model_name": "m", "version": "1",
+                           "to_stage": "Production", "from_stage": "Staging"}).encode()  # fmt: skip
+        assert fired(document, parse_databricks_event(body)) == ["generic"]
+
+    def test_event_condition_ignores_case(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {event: model_version_transitioned_stage}}
+        """)
+        assert fired(document, event()) == ["r"]
+
+    def test_other_events_match_no_rule_without_event(self):
+        document = parse_rules(SHIPPED_RULES.read_text(encoding="utf-8") + "\n  - {name: all, pipeline_id: 9}\n")
+        other = event(source="mlflow", event="prompt_version.created", kind=EventKind.OTHER, to_stage=None)
+        assert fired(document, other) == []
+
+
+class TestTestPayloads:
+    """MLflow's ``test_webhook`` sends ``example_model``: ignored unless a rule names it."""
+
+    def test_recorded_test_delivery_matches_no_shipped_rule(self, recorded_deliveries):
+        sample = recorded_deliveries["model_version_alias.created.test"]
+        ev = Delivery.from_http(sample.headers, sample.body).parse(now=sample.timestamp, max_age=60)
+        document = parse_rules(SHIPPED_RULES.read_text(encoding="utf-8"))
+        catch_all = rules("""
+            rules:
+              - {name: any-alias, pipeline_id: 1, when: {event: model_version_alias.created}}
+              - {name: glob, pipeline_id: 2, when: {model: "*"}}
+        """)
+        assert fired(document, ev) == []
+        assert fired(catch_all, ev) == []
+
+    def test_recorded_test_delivery_matches_a_rule_naming_example_model(self, recorded_deliveries):
+        sample = recorded_deliveries["model_version_alias.created.test"]
+        ev = Delivery.from_http(sample.headers, sample.body).parse(now=sample.timestamp, max_age=60)
+        document = rules("""
+            rules:
+              - {name: smoke, pipeline_id: 1, when: {model: example_model, event: model_version_alias.created}}
+        """)
+        assert fired(document, ev) == ["smoke"]
+
+    def test_recorded_champion_alias_matches_the_shipped_champion_rule(self, recorded_deliveries):
+        sample = recorded_deliveries["model_version_alias.created"]
+        ev = Delivery.from_http(sample.headers, sample.body).parse(now=sample.timestamp, max_age=60)
+        assert fired(parse_rules(SHIPPED_RULES.read_text(encoding="utf-8")), ev) == ["champion-deploy"]
+
+
+class TestParameters:
+    def test_every_placeholder_is_filled(self):
+        params = {name: "{" + name + "}" for name in sorted(PLACEHOLDERS)}
+        document = parse_rules(json.dumps({"rules": [{"name": "r", "pipeline_id": 1, "parameters": params}]}))
+        ev = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, alias="champion",
+                   tag_key="deploy", tag_value="true", delivery_id="d-42")  # fmt: skip
+        [run] = route_event(document, ev, default_project="MLOps")
+        assert run.template_parameters == {
+            "alias": "champion", "delivery_id": "d-42", "event": "model_version_tag.set",
+            "event_time": "2026-11-28T15:29:00.545965+00:00", "from_stage": "Staging", "model_name": "wine-quality",
+            "source": "mlflow", "tag_key": "deploy", "tag_value": "true", "to_stage": "Production", "version": "3",
+        }  # fmt: skip
+        assert datetime.fromisoformat(run.template_parameters["event_time"]) == EVENT_TIME
+
+    def test_placeholders_mix_with_text_and_literal_braces(self):
+        document = rules("""
+            rules:
+              - name: r
+                pipeline_id: 1
+                parameters: {label: "{model_name}@v{version} {{literal}}", count: 3, flag: true}
+        """)
+        [run] = route_event(document, event(), default_project="MLOps")
+        assert run.template_parameters == {"label": "wine-quality@v3 {literal}", "count": "3", "flag": "true"}
+
+    def test_default_parameters_when_parameters_omitted(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, when: {event: model_version_alias.created}}
+        """)
+        [run] = route_event(document, alias_event(), default_project="MLOps")
+        assert run.template_parameters == {
+            "model_name": "wine-quality", "model_version": "3", "event": "model_version_alias.created",
+            "from_stage": "", "to_stage": "", "alias": "champion", "delivery_id": "d-1",
+        }  # fmt: skip
+        assert set(run.template_parameters) == set(DEFAULT_PARAMETERS)
+
+    def test_default_parameters_for_a_stage_transition(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1}
+        """)
+        [run] = route_event(document, event(version=None), default_project="MLOps")
+        assert run.template_parameters["alias"] == ""
+        assert run.template_parameters["model_version"] == ""
+        assert run.template_parameters["to_stage"] == "Production"
+
+    def test_empty_parameters_send_none(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, parameters: {}}
+        """)
+        [run] = route_event(document, event(), default_project="MLOps")
+        assert run.template_parameters == {}
+
+    def test_project_and_branch_come_from_the_rule_or_the_default(self):
+        document = rules("""
+            rules:
+              - {name: a, pipeline_id: 1}
+              - {name: b, pipeline_id: 2, project: Other Project, branch: refs/heads/release}
+        """)
+        a, b = route_event(document, event(), default_project="MLOps")
+        assert (a.project, a.branch) == ("MLOps", None)
+        assert (b.project, b.branch) == ("Other Project", "refs/heads/release")
+        assert b.idempotency_key == "dbx-1:b"
+        assert (b.model_name, b.version, b.delivery_id) == ("wine-quality", "3", "dbx-1")
