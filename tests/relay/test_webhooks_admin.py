@@ -9,8 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import responses
@@ -35,13 +34,14 @@ def run(argv: list[str], *, secret: str = SECRET, backend_factory: Any = default
 
 
 class RecordingRelay(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    status = 202
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append(({k: v for k, v in self.headers.items()}, body))
         answer = json.dumps({"status": "accepted", "matched": []}).encode()
-        self.send_response(202)
+        self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -54,6 +54,7 @@ class RecordingRelay(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def loopback_relay() -> Iterator[str]:
     RecordingRelay.received = []
+    RecordingRelay.status = 202
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RecordingRelay)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -62,14 +63,20 @@ def loopback_relay() -> Iterator[str]:
     server.server_close()
 
 
-@pytest.fixture
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One sqlite registry per module (creating its schema takes seconds); tests use distinct URLs."""
     pytest.importorskip("mlflow")
-    # MLflow refuses http:// and loopback webhook URLs by default (SSRF protection); the
-    # loopback relay below needs both.
-    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
-    monkeypatch.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        # MLflow refuses http:// and loopback webhook URLs by default (SSRF protection); the
+        # loopback relay below needs both.
+        env.setenv("MLFLOW_WEBHOOK_ALLOWED_SCHEMES", "http,https")
+        env.setenv("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "true")
+        yield f"sqlite:///{tmp_path_factory.mktemp('webhooks') / 'mlflow.db'}"
+
+
+def _ids_for(listing: str, url: str) -> list[str]:
+    return [line.split("\t")[0] for line in listing.splitlines() if f"\t{url}\t" in line]
 
 
 class TestMlflowWebhooks:
@@ -84,7 +91,7 @@ class TestMlflowWebhooks:
 
         assert (first_code, second_code) == (0, 0)
         assert first.startswith("created\t") and second.startswith("updated\t")
-        (hook,) = MlflowClient(mlflow_uri, mlflow_uri).list_webhooks()
+        (hook,) = [h for h in MlflowClient(mlflow_uri, mlflow_uri).list_webhooks() if h.url == RELAY_URL]
         assert [str(e) for e in hook.events] == ["model_version_alias.created"]
         assert MlflowClient(mlflow_uri, mlflow_uri).get_webhook(hook.webhook_id).secret == NEW_SECRET
         assert SECRET not in first + second and NEW_SECRET not in second
@@ -93,8 +100,8 @@ class TestMlflowWebhooks:
         common = ["--platform", "mlflow", "--tracking-uri", mlflow_uri]
         run(["create", *common, "--url", loopback_relay])
         code, listing = run(["list", *common])
-        webhook_id = listing.split("\t")[0]
-        assert code == 0 and loopback_relay in listing and "model_version_alias.created" in listing
+        (webhook_id,) = _ids_for(listing, loopback_relay)
+        assert code == 0 and "model_version_alias.created" in listing
 
         code, answer = run(["test", *common, "--id", webhook_id, "--event", "model_version_alias.created"])
 
@@ -108,16 +115,17 @@ class TestMlflowWebhooks:
         assert json.loads(body)["entity"] == "model_version_alias"
 
         assert run(["delete", *common, "--id", webhook_id]) == (0, f"deleted\t{webhook_id}\n")
-        assert run(["list", *common]) == (0, "")
+        assert _ids_for(run(["list", *common])[1], loopback_relay) == []
 
-    def test_a_relay_error_fails_the_test_command(self, mlflow_uri: str) -> None:
+    def test_a_relay_refusal_fails_the_test_command(self, mlflow_uri: str, loopback_relay: str) -> None:
+        RecordingRelay.status = 401
         common = ["--platform", "mlflow", "--tracking-uri", mlflow_uri]
-        run(["create", *common, "--url", "http://127.0.0.1:9/api/MLflowWebHookTransition"])
-        webhook_id = run(["list", *common])[1].split("\t")[0]
+        run(["create", *common, "--url", loopback_relay])
+        (webhook_id,) = _ids_for(run(["list", *common])[1], loopback_relay)
 
         code, answer = run(["test", *common, "--id", webhook_id])
 
-        assert code == 1 and answer.startswith("test delivery failed")
+        assert code == 1 and answer.startswith("relay answered HTTP 401")
 
 
 def fake_workspace() -> Any:
@@ -154,7 +162,7 @@ def registry_webhook(webhook_id: str, url: str, model: str = "wine") -> dict[str
 class TestDatabricksWebhooks:
     """Databricks registry webhooks through databricks-sdk, REST mocked with ``responses``."""
 
-    CREATE = ["create", "--platform", "databricks", "--model", "wine", "--url", RELAY_URL]
+    CREATE: ClassVar[list[str]] = ["create", "--platform", "databricks", "--model", "wine", "--url", RELAY_URL]
 
     @responses.activate
     def test_create_adds_a_webhook_with_the_secret_in_http_url_spec(self) -> None:

@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
     owner: DevOpsStandIn
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _reply(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
@@ -185,12 +185,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.close()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         """List runs (no parameters, like the real list) or get one run (with parameters)."""
         owner = self.owner
         path, _, query = self.path.partition("?")
         with owner._lock:
-            owner.requests.append({"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())})
+            owner.requests.append(
+                {"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())}
+            )
         if not owner._authorised(self.headers.get("Authorization", "")):
             self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
             return
@@ -206,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"message": f"no run at {path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         owner = self.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)

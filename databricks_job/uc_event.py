@@ -1,0 +1,99 @@
+"""Build a signed webhook request in open-source MLflow's format (pure, no I/O).
+
+Unity Catalog models have no registry webhooks, so the UC bridge sends the relay what an
+MLflow 3 server would: the same JSON envelope, the same ``X-MLflow-*`` headers, the same
+``v1,`` HMAC signature. The relay then routes UC events with the rules it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from webhook.signatures import sign_mlflow
+
+# The events the bridge can emit, with the data fields MLflow sends for each.
+SUPPORTED_EVENTS = ("model_version_alias.created", "model_version.created")
+# Namespace for delivery ids derived from a job run: stable across retries of the same task.
+_DELIVERY_NAMESPACE = uuid.UUID("6f1c9d1e-4a57-4c36-9d53-3c1f4b2a8e10")
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """Exactly the bytes and headers to POST; retries resend them unchanged."""
+
+    body: bytes
+    headers: dict[str, str]
+    delivery_id: str
+
+
+def alias_created_data(*, name: str, alias: str, version: str) -> dict[str, object]:
+    """``data`` of ``model_version_alias.created``."""
+    return {"name": name, "alias": alias, "version": version}
+
+
+def version_created_data(
+    *,
+    name: str,
+    version: str,
+    source: str,
+    run_id: str | None,
+    tags: Mapping[str, str],
+    description: str | None,
+) -> dict[str, object]:
+    """``data`` of ``model_version.created``."""
+    return {
+        "name": name,
+        "version": version,
+        "source": source,
+        "run_id": run_id,
+        "tags": dict(tags),
+        "description": description,
+    }
+
+
+def delivery_id_for(event: str, data: Mapping[str, object], *, job_run_id: str = "") -> str:
+    """A uuid for the delivery: derived from the job run when given, so a retried task
+    re-sends the same id and the relay's deduplication holds; random otherwise."""
+    if not job_run_id:
+        return str(uuid.uuid4())
+    identity = json.dumps([job_run_id, event, data], sort_keys=True)
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, identity))
+
+
+def build_signed_request(
+    event: str,
+    data: Mapping[str, object],
+    *,
+    secret: str,
+    delivery_id: str,
+    now: datetime,
+) -> SignedRequest:
+    """Serialise and sign one event the way MLflow 3.17 does.
+
+    Args:
+        event: ``entity.action``, one of ``SUPPORTED_EVENTS``.
+        now: an aware UTC datetime; its ISO form goes in the body, its unix seconds in the header.
+
+    Raises:
+        ValueError: an unsupported event, or a naive ``now``.
+    """
+    if event not in SUPPORTED_EVENTS:
+        raise ValueError(f"unsupported event {event!r}; expected one of {', '.join(SUPPORTED_EVENTS)}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    entity, _, action = event.partition(".")
+    envelope = {"entity": entity, "action": action, "timestamp": now.isoformat(), "data": dict(data)}
+    # Default separators on purpose: byte-for-byte the layout MLflow's json.dumps produces.
+    body = json.dumps(envelope).encode("utf-8")
+    timestamp = str(int(now.timestamp()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
+    }
+    return SignedRequest(body=body, headers=headers, delivery_id=delivery_id)

@@ -1,0 +1,49 @@
+"""The Databricks job specs in databricks_job/ agree with the code that fills and reads them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from databricks_job.params import parse_job_args
+from databricks_job.uc_bridge import build_parser
+from pipelines.run_databricks_job import PARAMETER_ENV
+
+SPECS = Path(__file__).resolve().parents[2] / "databricks_job"
+
+
+def _spec(name: str) -> dict[str, Any]:
+    document = json.loads((SPECS / name).read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def _resolved_arguments(spec: dict[str, Any], values: dict[str, str]) -> list[str]:
+    """The task's arguments as Databricks would pass them, dynamic references replaced."""
+    (task,) = spec["tasks"]
+    arguments: list[str] = task["python_wheel_task"]["parameters"]
+    return [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: values[m.group(1)], a).replace(
+        "{{job.run_id}}", "881") for a in arguments]  # fmt: skip
+
+
+def test_validation_job_accepts_every_parameter_the_pipeline_sends() -> None:
+    spec = _spec("job.json")
+    declared = {p["name"]: p["default"] for p in spec["parameters"]}
+    assert {*PARAMETER_ENV, "pipeline_run"} <= declared.keys()
+    values = {**declared, "model_name": "wine", "model_version": "7", "alias": "champion"}
+
+    params = parse_job_args(_resolved_arguments(spec, values))
+
+    assert (params.model_name, params.model_version, params.alias, params.job_run) == ("wine", "7", "champion", "881")
+    assert params.audit_table == declared["audit_table"]
+
+
+def test_uc_bridge_job_arguments_parse() -> None:
+    spec = _spec("uc-bridge-job.json")
+    values = {p["name"]: p["default"] for p in spec["parameters"]} | {"model_name": "main.ml.wine", "alias": "a"}
+
+    ns = build_parser().parse_args(_resolved_arguments(spec, values))
+
+    assert (ns.model_name, ns.secret_scope, ns.job_run_id) == ("main.ml.wine", "mlflow-devops-relay", "881")

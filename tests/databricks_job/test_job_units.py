@@ -1,0 +1,118 @@
+"""Pure parts of the job: parameters, the supersession rule, audit sink choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from databricks_job.audit import AuditRecord, DeltaAuditSink, JsonLinesAuditSink, LogOnlyAuditSink, choose_sink
+from databricks_job.decisions import superseded_reason
+from databricks_job.errors import ParameterError
+from databricks_job.params import parse_job_args
+from databricks_job.validation import resolve_check
+
+
+class TestParameters:
+    def test_stage_is_derived_from_a_databricks_event_name(self) -> None:
+        params = parse_job_args(
+            ["--model-name=m", "--model-version=3", "--event=MODEL_VERSION_TRANSITIONED_TO_STAGING"]
+        )
+        assert params.expected_stage == "Staging"
+
+    def test_explicit_to_stage_wins(self) -> None:
+        params = parse_job_args(["--model-name=m", "--model-version=3", "--event=X", "--to-stage=Production"])
+        assert params.expected_stage == "Production"
+
+    @pytest.mark.parametrize(
+        "argv",
+        [["--model-version=1"], ["--model-name=m"], ["--model-name=m", "--model-version=v1"],
+         ["--model-name=m", "--model-version=1", "--poll-seconds=0"]],
+    )  # fmt: skip
+    def test_bad_parameters_are_refused(self, argv: list[str]) -> None:
+        with pytest.raises(ParameterError):
+            parse_job_args(argv)
+
+    def test_checks_are_split_on_commas(self) -> None:
+        params = parse_job_args(["--model-name=m", "--model-version=1", "--checks= a.b:c , d:e ,"])
+        assert params.checks == ("a.b:c", "d:e")
+
+
+class TestSupersession:
+    def test_current_event_is_not_superseded(self) -> None:
+        assert superseded_reason(version="3", expected_stage="Production", current_stage="production",
+                                 alias="champion", alias_version="3") is None  # fmt: skip
+
+    def test_stage_change_supersedes(self) -> None:
+        reason = superseded_reason(version="3", expected_stage="Staging", current_stage="Production",
+                                   alias="", alias_version=None)  # fmt: skip
+        assert reason is not None and "no longer in Staging (now Production)" in reason
+
+    def test_unity_catalog_version_has_no_stage(self) -> None:
+        reason = superseded_reason(version="3", expected_stage="Staging", current_stage=None,
+                                   alias="", alias_version=None)  # fmt: skip
+        assert reason is not None and "now None" in reason
+
+    def test_events_naming_neither_stage_nor_alias_always_hold(self) -> None:
+        assert superseded_reason(version="3", expected_stage="", current_stage="Archived",
+                                 alias="", alias_version=None) is None  # fmt: skip
+
+
+class TestChecks:
+    def test_malformed_spec(self) -> None:
+        with pytest.raises(ParameterError, match=r"package\.module:function"):
+            resolve_check("just_a_module")
+
+    def test_non_callable_target(self) -> None:
+        with pytest.raises(ParameterError, match="not callable"):
+            resolve_check("os:sep")
+
+
+RECORD = AuditRecord("t", "m", "1", "e", "d", "p", "j", "validated", "ok")
+
+
+class FakeSpark:
+    """Records what DeltaAuditSink asks Spark to do (there is no Spark here)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+        self.calls: list[tuple[str, Any]] = []
+
+    def createDataFrame(self, rows: list[dict[str, str]]) -> FakeSpark:
+        self.rows.extend(rows)
+        return self
+
+    @property
+    def write(self) -> FakeSpark:
+        return self
+
+    def format(self, value: str) -> FakeSpark:
+        self.calls.append(("format", value))
+        return self
+
+    def mode(self, value: str) -> FakeSpark:
+        self.calls.append(("mode", value))
+        return self
+
+    def option(self, key: str, value: str) -> FakeSpark:
+        return self
+
+    def saveAsTable(self, table: str) -> None:
+        self.calls.append(("saveAsTable", table))
+
+
+class TestAuditSinks:
+    def test_delta_table_is_appended_when_spark_is_there(self) -> None:
+        spark = FakeSpark()
+        sink = choose_sink(table="main.mlops.deployments", path="", spark=spark)
+        assert isinstance(sink, DeltaAuditSink)
+        sink.append(RECORD)
+        assert spark.calls == [("format", "delta"), ("mode", "append"), ("saveAsTable", "main.mlops.deployments")]
+        assert spark.rows[0]["outcome"] == "validated"
+
+    def test_without_spark_the_file_is_used(self, tmp_path: Path) -> None:
+        assert isinstance(choose_sink(table="t", path=str(tmp_path / "a.jsonl"), spark=None), JsonLinesAuditSink)
+
+    def test_without_table_or_path_the_log_is_used(self) -> None:
+        assert isinstance(choose_sink(table="", path="", spark=None), LogOnlyAuditSink)
