@@ -1,0 +1,116 @@
+"""host.json, local.settings.json.example and the Bicep app settings agree with what the app reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+
+from relay.settings import Settings, settings_from_env
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA = REPO_ROOT / "infra"
+
+# Read by the Functions host or its Application Insights integration, not by relay/settings.py.
+HOST_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+}
+APP_SETTING = re.compile(r"name: '([A-Za-z_][A-Za-z0-9_]*)'\s*\n\s*value:")
+BICEP_PARAM = re.compile(r"^param (\w+) \w+( = .*)?$", re.MULTILINE)
+
+
+def app_setting_names() -> set[str]:
+    return {alias for field in Settings.model_fields.values() if (alias := field.alias)}
+
+
+def secret_setting_names() -> set[str]:
+    """Settings the app itself marks as secret (hidden from repr)."""
+    return {field.alias for field in Settings.model_fields.values() if field.alias and field.repr is False}
+
+
+def seconds(timespan: str) -> int:
+    hours, minutes, secs = (int(part) for part in timespan.split(":"))
+    return hours * 3600 + minutes * 60 + secs
+
+
+def load_json(name: str) -> Any:
+    return json.loads((REPO_ROOT / name).read_text())
+
+
+class TestHostJson:
+    """host.json: runtime 2.0, bundle v4, a timeout above any relay deadline, errors never sampled."""
+
+    def test_version_and_extension_bundle(self) -> None:
+        host = load_json("host.json")
+        assert host["version"] == "2.0"
+        assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+
+    def test_function_timeout_exceeds_the_largest_allowed_devops_deadline(self) -> None:
+        field = Settings.model_fields["devops_deadline_seconds"]
+        largest = next(m.le for m in field.metadata if isinstance(m, annotated_types.Le))
+        assert isinstance(largest, int | float)
+        assert seconds(load_json("host.json")["functionTimeout"]) >= largest + 60
+
+    def test_requests_exceptions_and_log_lines_are_never_sampled(self) -> None:
+        sampling = load_json("host.json")["logging"]["applicationInsights"]["samplingSettings"]
+        excluded = set(sampling["excludedTypes"].split(";"))
+        assert {"Request", "Exception", "Trace"} <= excluded
+
+    def test_retry_queue_messages_are_base64_as_the_relay_writes_them(self) -> None:
+        queues = load_json("host.json")["extensions"]["queues"]
+        assert queues["messageEncoding"] == "base64"  # relay/storage.py uses TextBase64EncodePolicy
+        assert 2 <= queues["maxDequeueCount"] <= 10
+
+
+class TestLocalSettingsExample:
+    """The example works as is for local development and holds no real secret."""
+
+    def test_is_a_local_python_app_on_azurite(self) -> None:
+        example = load_json("local.settings.json.example")
+        assert example["IsEncrypted"] is False
+        assert example["Values"]["FUNCTIONS_WORKER_RUNTIME"] == "python"
+        assert example["Values"]["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+
+    def test_every_value_is_a_setting_the_app_or_host_reads(self) -> None:
+        values = load_json("local.settings.json.example")["Values"]
+        assert set(values) - app_setting_names() - HOST_SETTINGS == set()
+
+    def test_loads_into_the_app_settings(self) -> None:
+        settings = settings_from_env(load_json("local.settings.json.example")["Values"])
+        assert not settings.uses_key_vault
+
+    def test_secrets_are_obvious_placeholders(self) -> None:
+        values = load_json("local.settings.json.example")["Values"]
+        for name in secret_setting_names() - {"AzureWebJobsStorage"}:
+            assert values.get(name, "") in ("", "local-dev-only-not-a-real-secret"), name
+
+
+class TestBicepAppSettings:
+    """The app settings infra/ writes: known names, nothing secret, everything required."""
+
+    def names(self) -> set[str]:
+        return set(APP_SETTING.findall((INFRA / "resources.bicep").read_text()))
+
+    def test_every_setting_is_read_by_the_app_or_the_host(self) -> None:
+        assert self.names() - app_setting_names() - HOST_SETTINGS == set()
+
+    def test_no_setting_holds_a_secret(self) -> None:
+        assert self.names() & secret_setting_names() == set()
+        assert "AzureWebJobsStorage__credential" in self.names()
+
+    def test_required_settings_and_the_identity_are_set(self) -> None:
+        required = {f.alias for f in Settings.model_fields.values() if f.is_required() and f.alias}
+        assert required | {"KEY_VAULT_URL", "AZURE_CLIENT_ID", "AzureWebJobsStorage__accountName"} <= self.names()
+
+    def test_azd_parameters_match_the_template(self) -> None:
+        params = {name: default for name, default in BICEP_PARAM.findall((INFRA / "main.bicep").read_text())}
+        given = set(json.loads((INFRA / "main.parameters.json").read_text())["parameters"])
+        assert given <= set(params)
+        assert {name for name, default in params.items() if not default} <= given
