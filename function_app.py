@@ -6,8 +6,7 @@ maps the answer back. Nothing here touches the network or reads settings at impo
 
 import azure.functions as func
 
-from relay import azure_adapter
-from relay.settings import RETRY_QUEUE_NAME
+from relay.names import RETRY_QUEUE_NAME
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -20,6 +19,8 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 @app.route(route="MLflowWebHookTransition", methods=_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
     """Verify, route and relay one registry webhook delivery."""
+    from relay import azure_adapter  # imported on first use: keeps indexing (cold start) cheap
+
     return azure_adapter.handle_http(req)
 
 
@@ -27,4 +28,6 @@ def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE_NAME, connection="AzureWebJobsStorage")
 def retry_pipeline_run(msg: func.QueueMessage) -> None:
     """Start a pipeline run that Azure DevOps could not take during the original request."""
+    from relay import azure_adapter
+
     azure_adapter.handle_retry_message(msg)

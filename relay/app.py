@@ -20,10 +20,11 @@ from devops.auth import DevOpsAuth, EntraTokenAuth, PatAuth
 from devops.client import AzureDevOpsClient, DryRunStarter, PipelineStarter
 from devops.retry import RetryPolicy
 from relay.ledger import DeliveryLedger, InMemoryLedger, LedgerTiming
+from relay.names import RETRY_QUEUE_NAME
 from relay.retry_worker import RetryWorker
 from relay.secrets import EnvironmentSecretSource, KeyVaultSecretSource, RelaySecrets, SecretSource
 from relay.service import RelayService
-from relay.settings import RETRY_QUEUE_NAME, Settings, load_settings, reset_settings
+from relay.settings import Settings, load_settings, reset_settings
 from webhook.errors import ConfigurationError
 from webhook.routing import RouteRules, parse_rules
 
@@ -64,7 +65,10 @@ def build_secrets(settings: Settings) -> RelaySecrets:
         def client() -> Any:
             from azure.keyvault.secrets import SecretClient
 
-            return SecretClient(vault_url=vault_url, credential=azure_credential(settings.azure_client_id))
+            # Bounded like the storage clients: azure-core's defaults (3 connect retries with backoff,
+            # 300 s timeouts) would hold a webhook far past its deadline while the vault is down.
+            return SecretClient(vault_url=vault_url, credential=azure_credential(settings.azure_client_id),
+                                retry_total=2, retry_backoff_factor=0.2, connection_timeout=5, read_timeout=10)
 
         source = KeyVaultSecretSource(client)
         names = (settings.webhook_secret_name, settings.webhook_previous_secret_name, settings.devops_pat_secret_name)

@@ -7,6 +7,7 @@ failure is a ``RelayError`` turned into an answer by ``relay.responses``; nothin
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,8 @@ class RelayService:
         self._dry_run = dry_run
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=max_parallel_runs, thread_name_prefix="relay-run")
+        # Caps concurrent run starts per process, whether on the pool or on request threads.
+        self._slots = threading.BoundedSemaphore(max_parallel_runs)
 
     def handle(self, *, method: str, headers: Mapping[str, str], body: bytes) -> RelayResponse:
         """Answer one HTTP request; never raises."""
@@ -113,7 +116,10 @@ class RelayService:
                 "status": "dry-run", "detail": "dry run: nothing was sent to Azure DevOps",
                 **_event_summary(event), "runs": [_planned(r) for r in requests],
             })  # fmt: skip
-        outcomes = list(self._pool.map(self._dispatch, requests))
+        if len(requests) == 1:  # the common case: no thread hand-off on the hot path
+            outcomes = [self._dispatch(requests[0])]
+        else:
+            outcomes = list(self._pool.map(self._dispatch, requests))
         return _aggregate(event, outcomes)
 
     def _verify(self, delivery: Delivery) -> None:
@@ -130,6 +136,10 @@ class RelayService:
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:
         """Start one run exactly once: claim, start, record (or queue on an outage)."""
+        with self._slots:
+            return self._dispatch_now(request)
+
+    def _dispatch_now(self, request: PipelineRunRequest) -> RunOutcome:
         ids = request.correlation
         claim = self._ledger.claim(request.idempotency_key)
         if not claim.won:

@@ -163,6 +163,7 @@ class DevOpsStandIn:
 class _Handler(BaseHTTPRequestHandler):
     owner: DevOpsStandIn
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out separately: no delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

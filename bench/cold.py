@@ -1,0 +1,170 @@
+"""Cold start: fresh ``python -c`` processes, the relay's versus a trivial function app's.
+
+Relay process: import ``azure.functions``, import ``function_app``, index the functions (as
+the worker does: ``app.get_functions()``), answer one signed delivery. Its secrets come from
+the Key Vault stand-in through the managed-identity stand-in, so the first answer pays what
+it pays in Azure: azure-identity and Key Vault SDK imports, a token, the vault challenge and
+reads, a TLS handshake to DevOps. A variant with secrets from the environment shows the
+share of the Azure SDKs.
+
+Trivial process: import ``azure.functions``, register and index one HTTP function that
+answers a constant, call it once with the same request.
+
+The parent records the wall time from just before spawning to the moment the child reports
+its answer (interpreter start-up included, interpreter shutdown excluded). Runs alternate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.azure_standins import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
+from bench.common import (
+    DEVOPS_PAT,
+    PROJECT,
+    REPO_ROOT,
+    WEBHOOK_SECRET,
+    clean_environ,
+    median,
+    mlflow_delivery,
+    start_devops_standin,
+)
+
+_PRELUDE = """
+import json, os, time
+t0 = time.perf_counter()
+import azure.functions as func
+t1 = time.perf_counter()
+delivery = json.loads(os.environ["BENCH_DELIVERY"])
+"""
+
+TRIVIAL_CHILD = (
+    _PRELUDE
+    + """
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+@app.route(route="ping", methods=["POST"])
+def ping(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(b'{"status": "ok"}', status_code=200, mimetype="application/json")
+
+handler = app.get_functions()[0].get_user_function()
+t2 = t3 = time.perf_counter()
+request = func.HttpRequest(method="POST", url="http://localhost:7071/api/ping", headers=delivery["headers"],
+                           params={}, route_params={}, body=delivery["body"].encode())
+response = handler(request)
+t4 = time.perf_counter()
+print(json.dumps({"answered_at": time.time(), "status": response.status_code, "import_azure_functions": t1 - t0,
+                  "import_function_app": 0.0, "index": t3 - t1, "first_answer": t4 - t3}), flush=True)
+"""
+)
+
+RELAY_CHILD = (
+    _PRELUDE
+    + """
+import function_app
+t2 = time.perf_counter()
+from relay.local_host import http_functions
+handler = http_functions(function_app.app)["mlflowwebhooktransition"].handler
+t3 = time.perf_counter()
+request = func.HttpRequest(method="POST", url="http://localhost:7071/api/MLflowWebHookTransition",
+                           headers=delivery["headers"], params={}, route_params={}, body=delivery["body"].encode())
+response = handler(request)
+t4 = time.perf_counter()
+print(json.dumps({"answered_at": time.time(), "status": response.status_code, "answer": response.get_body().decode(),
+                  "import_azure_functions": t1 - t0, "import_function_app": t2 - t1, "index": t3 - t2,
+                  "first_answer": t4 - t3}), flush=True)
+"""
+)
+
+
+@dataclass
+class ColdSamples:
+    wall_ms: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, wall_ms: float, report: dict[str, Any]) -> None:
+        self.wall_ms.append(wall_ms)
+        for key in ("import_azure_functions", "import_function_app", "index", "first_answer"):
+            self.parts.setdefault(key, []).append(report[key] * 1000)
+
+    def summary(self) -> dict[str, Any]:
+        return {"runs": len(self.wall_ms), "wall_median_ms": median(self.wall_ms),
+                **{f"{k}_median_ms": median(v) for k, v in self.parts.items()}}  # fmt: skip
+
+
+@dataclass
+class ColdResult:
+    trivial: ColdSamples
+    relay_key_vault: ColdSamples
+    relay_env_secrets: ColdSamples
+    runs_at_standin: int
+
+    @property
+    def import_delta_ms(self) -> float:
+        """What ``import function_app`` adds after ``import azure.functions`` (median, relay processes)."""
+        return median(
+            self.relay_key_vault.parts["import_function_app"] + self.relay_env_secrets.parts["import_function_app"]
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {"trivial": self.trivial.summary(), "relay_key_vault": self.relay_key_vault.summary(),
+                "relay_env_secrets": self.relay_env_secrets.summary(),
+                "import_function_app_median_ms": self.import_delta_ms,
+                "runs_at_standin": self.runs_at_standin}  # fmt: skip
+
+
+def _spawn(code: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    delivery = mlflow_delivery()
+    env = {**env, "BENCH_DELIVERY": json.dumps({"headers": delivery.headers, "body": delivery.body.decode()})}
+    started = time.time()
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
+    report = json.loads(lines[-1])
+    if report["status"] != 200:
+        raise RuntimeError(f"cold child answered {report['status']}: {report.get('answer')}")
+    return (report["answered_at"] - started) * 1000, report
+
+
+def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
+    identity = IdentityStandIn().start()
+    devops = start_devops_standin(workdir / "cold", pat=DEVOPS_PAT)
+    secrets = {"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
+    vault = KeyVaultStandIn(devops.tls, identity, secrets=secrets).start()
+    ca = str(devops.tls.ca_file)
+    common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
+              "ROUTES_FILE": str(rules), "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    base = clean_environ(os.environ, {})
+    key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
+                     "IDENTITY_HEADER": IDENTITY_HEADER, "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}  # fmt: skip
+    env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
+    trivial_env = {**base, "PYTHONPATH": str(REPO_ROOT)}
+    result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), 0)
+    try:
+        _spawn(TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
+        _spawn(RELAY_CHILD, key_vault_env)
+        before = len(devops.runs)
+        for i in range(repeats):
+            kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (RELAY_CHILD, key_vault_env, result.relay_key_vault),
+                     (RELAY_CHILD, env_secrets_env, result.relay_env_secrets)]  # fmt: skip
+            for code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
+                sink.add(*_spawn(code, env))
+        result.runs_at_standin = len(devops.runs) - before
+        if result.runs_at_standin != 2 * repeats:
+            raise RuntimeError(f"{2 * repeats} cold relay deliveries but {result.runs_at_standin} runs at the stand-in")
+        if vault.reads["mlflow-webhook-secret"] < repeats + 1:
+            raise RuntimeError("the Key Vault cold runs did not read the vault")
+        return result
+    finally:
+        vault.stop()
+        devops.stop()
+        identity.stop()

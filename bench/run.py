@@ -1,0 +1,183 @@
+"""The relay's performance benchmark: ``python bench/run.py [--quick] [--json PATH]``.
+
+Measures, side by side in one run, against loopback stand-ins (see bench/README.md):
+warm overhead, cold start, Key Vault / token amortisation, fan-out and a burst. Prints one
+table (measure, relay, baseline, ratio, target, PASS/FAIL) and writes the figures as JSON.
+Exit status 1 when a target is missed, 2 when a measure could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine, write_rules
+
+FULL = {"warm": 2000, "cold": 9, "amortise": 1000, "fanout": 15, "burst": 500}
+QUICK = {"warm": 200, "cold": 3, "amortise": 200, "fanout": 5, "burst": 100}
+MLFLOW_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Row:
+    measure: str
+    relay: str
+    baseline: str
+    ratio: str
+    target: str
+    passed: bool | None  # None: reported, no target
+
+    @property
+    def result(self) -> str:
+        return "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def warm_rows(summary: dict[str, Any]) -> list[Row]:
+    p50 = summary["relay_p50_ms"] / summary["bare_p50_ms"]
+    p99 = summary["relay_p99_ms"] / summary["bare_p99_ms"]
+    logged = summary["relay_info_logs_p50_ms"] / summary["bare_p50_ms"]
+    n = summary["deliveries"]
+    return [
+        Row(f"warm p50, {n} deliveries", _ms(summary["relay_p50_ms"]), _ms(summary["bare_p50_ms"]) + " bare POST",
+            f"{p50:.2f}x", "<= 1.3x", p50 <= 1.3),
+        Row(f"warm p99, {n} deliveries", _ms(summary["relay_p99_ms"]), _ms(summary["bare_p99_ms"]) + " bare POST",
+            f"{p99:.2f}x", "-", None),
+        Row(f"warm p50, {n} deliveries, INFO decision logs on", _ms(summary["relay_info_logs_p50_ms"]),
+            _ms(summary["bare_p50_ms"]) + " bare POST", f"{logged:.2f}x", "-", None),
+    ]  # fmt: skip
+
+
+def cold_rows(summary: dict[str, Any]) -> list[Row]:
+    trivial, vault, env = summary["trivial"], summary["relay_key_vault"], summary["relay_env_secrets"]
+    delta = summary["import_function_app_median_ms"]
+    ratio_vault = vault["wall_median_ms"] / trivial["wall_median_ms"]
+    ratio_env = env["wall_median_ms"] / trivial["wall_median_ms"]
+    return [
+        Row("import function_app (after azure.functions)", f"+{_ms(delta)}",
+            _ms(trivial["import_azure_functions_median_ms"]) + " azure.functions", "-", "<= +150 ms", delta <= 150),
+        Row(f"cold first answer, Key Vault (median of {vault['runs']})", _ms(vault["wall_median_ms"]),
+            _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_vault:.2f}x", "<= 2x", ratio_vault <= 2),
+        Row(f"cold first answer, env secrets (median of {env['runs']})", _ms(env["wall_median_ms"]),
+            _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_env:.2f}x", "-", None),
+    ]  # fmt: skip
+
+
+def amortisation_rows(summary: dict[str, Any]) -> list[Row]:
+    n, reads, tokens = summary["deliveries"], summary["vault_reads"], summary["tokens"]
+    per_ttl = f"per {summary['ttl_s']:.0f} s TTL"
+    rows = [Row(f"Key Vault reads of {name!r}, {n} deliveries", str(count), f"{n} deliveries", "-",
+                f"1 {per_ttl}", count == 1) for name, count in sorted(reads.items())]  # fmt: skip
+    rows += [Row(f"token acquisitions for {resource}, {n} deliveries", str(count), f"{n} deliveries", "-",
+                 "1 per token lifetime", count == 1) for resource, count in sorted(tokens.items())]  # fmt: skip
+    return rows
+
+
+def fanout_rows(summary: dict[str, Any]) -> list[Row]:
+    ratio = summary["five_rules_median_ms"] / summary["one_rule_median_ms"]
+    return [Row(f"fan-out 5 rules, DevOps latency {summary['devops_latency_s'] * 1000:.0f} ms",
+                _ms(summary["five_rules_median_ms"]), _ms(summary["one_rule_median_ms"]) + " one rule",
+                f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5)]  # fmt: skip
+
+
+def burst_rows(summary: dict[str, Any]) -> list[Row]:
+    n = summary["deliveries"]
+    complete = summary["answered_ok"] == n and summary["lost"] == 0 and summary["duplicated"] == 0
+    return [
+        Row(f"burst {n} concurrent: answered 200 triggered", f"{summary['answered_ok']}/{n}",
+            f"runs {summary['runs_at_standin']}, lost {summary['lost']}, dup {summary['duplicated']}",
+            "-", "all, none lost", complete),
+        Row(f"burst {n} concurrent: latency p50 / p99", f"{_ms(summary['p50_ms'])} / {_ms(summary['p99_ms'])}",
+            f"wall {summary['wall_s']:.2f} s", "-", "p99 < 30 s", summary["p99_ms"] < MLFLOW_TIMEOUT_MS),
+    ]  # fmt: skip
+
+
+def render(rows: list[Row]) -> str:
+    header = ("Measure", "Relay", "Baseline", "Ratio", "Target", "Result")
+    cells = [header] + [(r.measure, r.relay, r.baseline, r.ratio, r.target, r.result) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller run (about a minute)")
+    parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write results")
+    parser.add_argument("--only", nargs="+", choices=sorted(FULL), help="run only these measures")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    # The relay's local-development warnings (no Key Vault, no storage) are expected here; its
+    # INFO decision lines are off except in the "warm ... INFO logs" series (see bench/warm.py).
+    logging.getLogger("relay").setLevel(logging.ERROR)
+    selected = args.only or list(FULL)
+
+    from bench.amortise import run_amortisation
+    from bench.burst import run_burst
+    from bench.cold import run_cold
+    from bench.fanout import run_fanout
+    from bench.warm import run_warm
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "sizes": sizes,
+        "command": " ".join(["python", "bench/run.py", *(argv or sys.argv[1:])]),
+    }
+    rows: list[Row] = []
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        workdir = Path(tmp)
+        one_rule = write_rules(workdir / "one-rule.yaml", 1)
+        plan = [
+            ("warm", lambda: run_warm(workdir, one_rule, deliveries=sizes["warm"]).summary(), warm_rows),
+            ("cold", lambda: run_cold(workdir, one_rule, repeats=sizes["cold"]).summary(), cold_rows),
+            ("amortise", lambda: run_amortisation(workdir, one_rule, deliveries=sizes["amortise"]).summary(),
+             amortisation_rows),
+            ("fanout", lambda: run_fanout(workdir, repeats=sizes["fanout"]).summary(), fanout_rows),
+            ("burst", lambda: run_burst(workdir, one_rule, deliveries=sizes["burst"]).summary(), burst_rows),
+        ]  # fmt: skip
+        for name, measure, to_rows in plan:
+            if name not in selected:
+                continue
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            try:
+                summary = measure()
+            except Exception as exc:  # report the others; the exit status says something failed
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                print(f"bench: {name} FAILED: {errors[name]}", file=sys.stderr, flush=True)
+                continue
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            results[name] = summary
+            rows += to_rows(summary)
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    results["errors"] = errors
+    results["table"] = [r.__dict__ | {"result": r.result} for r in rows]
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    m = results["machine"]
+    print(f"\nmlflow-devops-relay benchmark: {m['nproc']} x {m['cpu']}, Python {m['python']}, {m['kernel']}")
+    print(render(rows))
+    print(f"\nwall time {results['wall_s']} s; results in {args.json}")
+    for name, error in errors.items():
+        print(f"ERROR {name}: {error}")
+    if errors:
+        return 2
+    return 0 if all(r.passed is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
