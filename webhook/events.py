@@ -129,7 +129,8 @@ class DatabricksPayload(BaseModel):
 
     event: str
     webhook_id: str = Field(min_length=1)
-    event_timestamp: int = Field(gt=0, description="milliseconds since the epoch")
+    # Bounded so a signed but absurd value is a 400, not a datetime overflow (9999-12-31).
+    event_timestamp: int = Field(gt=0, le=253_402_300_799_999, description="milliseconds since the epoch")
     model_name: str = Field(min_length=1)
     version: str | None = None
     to_stage: str | None = None

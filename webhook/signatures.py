@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from webhook.errors import AuthenticationFailed, StaleEvent
 
 MAX_FUTURE_SKEW_SECONDS = 60
+MAX_TIMESTAMP_DIGITS = 15
 _MLFLOW_VERSION_PREFIX = "v1,"
 
 
@@ -96,9 +97,13 @@ def verify_mlflow_signature(
         raise AuthenticationFailed("missing X-MLflow-Delivery-Id header")
     if not signature:
         raise AuthenticationFailed("missing X-MLflow-Signature header")
-    if not timestamp or not timestamp.strip().isdigit():
+    # ASCII digits only ("²".isdigit() is True, int("²") fails) and a bounded length (int() refuses
+    # over 4300 digits; a huge value overflows the float comparison): anything else is a 401, not a 500.
+    if not timestamp or not (timestamp.strip().isascii() and timestamp.strip().isdigit()):
         raise AuthenticationFailed("missing or non-numeric X-MLflow-Timestamp header")
     timestamp = timestamp.strip()
+    if len(timestamp) > MAX_TIMESTAMP_DIGITS:
+        raise StaleEvent(f"stale event: X-MLflow-Timestamp has more than {MAX_TIMESTAMP_DIGITS} digits")
     check_freshness(int(timestamp), now=now, max_age=max_age)
     given = _decode_mlflow_signatures(signature)
     message = _mlflow_message(body, delivery_id, timestamp)
