@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.standins.databricks import fake_workspace
+
 mlflow = pytest.importorskip("mlflow")
 
 
@@ -66,32 +68,6 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRe
     yield LocalRegistry(uri, mlflow.MlflowClient(uri, uri), signed.model_uri, unsigned.model_uri)
     mlflow.set_tracking_uri(previous[0])
     mlflow.set_registry_uri(previous[1])
-
-
-DATABRICKS_HOST = "https://adb-1.azuredatabricks.net"
-
-
-def fake_workspace(host: str = DATABRICKS_HOST) -> Any:
-    """A real ``WorkspaceClient`` whose credential is a fixed header: no token, no network.
-
-    Build it under ``responses``: the SDK first asks the host for its metadata, which gets a
-    404 here so the explicit configuration is used.
-    """
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-    from databricks.sdk.credentials_provider import CredentialsStrategy
-
-    class FixedHeader(CredentialsStrategy):
-        def auth_type(self) -> str:
-            return "unit-test"
-
-        def __call__(self, cfg: Any) -> Any:
-            return lambda: {"Authorization": "Bearer unit-test-not-a-credential"}
-
-    import responses
-
-    responses.add(responses.GET, f"{host}/.well-known/databricks-config", status=404)
-    return WorkspaceClient(config=Config(host=host, credentials_strategy=FixedHeader()))
 
 
 @pytest.fixture

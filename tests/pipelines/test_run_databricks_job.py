@@ -17,8 +17,9 @@ from pipelines.run_databricks_job import (
     request_from_env,
     run_and_wait,
 )
+from tests.standins.databricks import DATABRICKS_HOST as HOST
+from tests.standins.databricks import fake_workspace
 
-HOST = "https://adb-1.azuredatabricks.net"
 DELIVERY = "1bfda340-c7cc-47c8-857a-e51a449e2e3d"
 ENV = {
     "DATABRICKS_JOB_ID": "123",
@@ -33,23 +34,6 @@ ENV = {
     "SYSTEM_TEAMPROJECT": "MLOps",
     "BUILD_BUILDID": "42",
 }
-
-
-def fake_workspace() -> Any:
-    """A real ``WorkspaceClient`` with a fixed fake credential header; build it under ``responses``."""
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-    from databricks.sdk.credentials_provider import CredentialsStrategy
-
-    class FixedHeader(CredentialsStrategy):
-        def auth_type(self) -> str:
-            return "unit-test"
-
-        def __call__(self, cfg: Any) -> Any:
-            return lambda: {"Authorization": "Bearer unit-test-not-a-credential"}
-
-    responses.add(responses.GET, f"{HOST}/.well-known/databricks-config", status=404)
-    return WorkspaceClient(config=Config(host=HOST, credentials_strategy=FixedHeader()))
 
 
 class FakeJobsService:

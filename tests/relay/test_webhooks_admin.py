@@ -15,11 +15,12 @@ import pytest
 import responses
 
 from relay.webhooks_admin import add_webhooks_parser, default_backend
+from tests.standins.databricks import DATABRICKS_HOST as HOST
+from tests.standins.databricks import fake_workspace
 from webhook.signatures import verify_mlflow_signature
 
 SECRET = "whsec-admin-unit-9c1e"
 NEW_SECRET = "whsec-admin-rotated-3b7a"
-HOST = "https://adb-1.azuredatabricks.net"
 RELAY_URL = "https://relay.example.test/api/MLflowWebHookTransition"
 
 
@@ -126,23 +127,6 @@ class TestMlflowWebhooks:
         code, answer = run(["test", *common, "--id", webhook_id])
 
         assert code == 1 and answer.startswith("relay answered HTTP 401")
-
-
-def fake_workspace() -> Any:
-    """A real ``WorkspaceClient`` with a fixed fake credential header; build it under ``responses``."""
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-    from databricks.sdk.credentials_provider import CredentialsStrategy
-
-    class FixedHeader(CredentialsStrategy):
-        def auth_type(self) -> str:
-            return "unit-test"
-
-        def __call__(self, cfg: Any) -> Any:
-            return lambda: {"Authorization": "Bearer unit-test-not-a-credential"}
-
-    responses.add(responses.GET, f"{HOST}/.well-known/databricks-config", status=404)
-    return WorkspaceClient(config=Config(host=HOST, credentials_strategy=FixedHeader()))
 
 
 def databricks_backend(args: argparse.Namespace) -> Any:
