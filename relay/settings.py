@@ -15,10 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from relay.names import RETRY_QUEUE_NAME
 from webhook.errors import ConfigurationError
-
-__all__ = ["RETRY_QUEUE_NAME", "Settings", "load_settings", "reset_settings", "settings_from_env"]
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("

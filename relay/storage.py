@@ -31,12 +31,21 @@ from relay.settings import Settings
 from webhook.errors import StorageUnavailable
 from webhook.routing import PipelineRunRequest
 
-AZURITE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)  # Azurite's published, well-known development key: not a secret.
+# Azurite's published, well-known development account and key: not a secret.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(*, blob_port: int = 10000, queue_port: int = 10001, table_port: int = 10002) -> str:
+    """The connection string for Azurite on loopback (what ``UseDevelopmentStorage=true`` means)."""
+    base = f"http://127.0.0.1:{{}}/{AZURITE_ACCOUNT}"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"BlobEndpoint={base.format(blob_port)};QueueEndpoint={base.format(queue_port)};"
+        f"TableEndpoint={base.format(table_port)};"
+    )
+
+
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600 - 60
 # Fail fast: the HTTP answer has a deadline, so no long SDK-internal retry loops.
 _CLIENT_OPTIONS: dict[str, Any] = {
@@ -55,7 +64,7 @@ def storage_clients(
     conn = settings.storage_connection_string
     if conn:
         if conn.strip().rstrip(";").lower() == "usedevelopmentstorage=true":
-            conn = AZURITE_CONNECTION_STRING
+            conn = azurite_connection_string()
         return (
             TableServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),
             QueueServiceClient.from_connection_string(conn, **_CLIENT_OPTIONS),

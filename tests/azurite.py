@@ -24,11 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.storage import azurite_connection_string
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
-# Azurite's published development account and key: not a secret.
-ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _LISTENING = re.compile(r"Azurite (?P<service>Blob|Queue|Table) service is successfully listening at http://[^:]+:(?P<port>\d+)")
 START_TIMEOUT_SECONDS = 60.0
 
@@ -49,12 +48,8 @@ class Azurite:
     @property
     def connection_string(self) -> str:
         """The storage connection string for this instance (``AzureWebJobsStorage``)."""
-        base = f"http://127.0.0.1:{{}}/{ACCOUNT_NAME}"
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint={base.format(self.ports['blob'])};QueueEndpoint={base.format(self.ports['queue'])};"
-            f"TableEndpoint={base.format(self.ports['table'])};"
-        )
+        ports = self.ports
+        return azurite_connection_string(blob_port=ports["blob"], queue_port=ports["queue"], table_port=ports["table"])
 
     def stop(self) -> None:
         """Terminate the process group (npm's shim and node), then reap it."""

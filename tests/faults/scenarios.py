@@ -39,7 +39,8 @@ import relay.app
 import relay.storage
 from relay.app import reset_relay
 from relay.local_host import LocalFunctionsHost, registered_functions
-from relay.settings import RETRY_QUEUE_NAME, Settings
+from relay.names import RETRY_QUEUE_NAME
+from relay.settings import Settings
 from tests.standins.devops import DevOpsStandIn, Fault, FaultPlan, no_faults, random_faults
 from webhook.signatures import sign_databricks, sign_mlflow
 

@@ -13,7 +13,7 @@ from azure.data.tables import TableServiceClient
 from devops.client import PipelineRun
 from relay.ledger import EntryState, LedgerTiming
 from relay.settings import settings_from_env
-from relay.storage import TableLedger, storage_clients
+from relay.storage import TableLedger, azurite_connection_string, storage_clients
 from tests.azurite import Azurite
 from webhook.errors import StorageUnavailable
 
@@ -157,9 +157,7 @@ class TestUnsafeDeliveryIds:
 
 class TestUnavailable:
     def test_unreachable_table_service_raises_storage_unavailable(self, unused_port: int) -> None:
-        conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-                f"TableEndpoint=http://127.0.0.1:{unused_port}/devstoreaccount1;"
-                f"QueueEndpoint=http://127.0.0.1:{unused_port}/devstoreaccount1;")  # fmt: skip
+        conn = azurite_connection_string(blob_port=unused_port, queue_port=unused_port, table_port=unused_port)
         settings = settings_from_env({"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p",
                                       "AzureWebJobsStorage": conn})  # fmt: skip
         tables, _ = storage_clients(settings, credential_factory=lambda: None)

@@ -17,8 +17,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
-from relay.settings import RETRY_QUEUE_NAME
-from relay.storage import StorageQueueRetry
+from relay.names import RETRY_QUEUE_NAME
+from relay.storage import StorageQueueRetry, azurite_connection_string
 from tests.azurite import Azurite
 from tests.faults.scenarios import RelayHarness, databricks_delivery, mlflow_delivery, registered_function
 from tests.standins.devops import Fault, no_faults
@@ -174,9 +174,7 @@ class TestRetryFunction:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        dead = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-                f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-                f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")  # fmt: skip
+        dead = azurite_connection_string(blob_port=port, queue_port=port, table_port=port)
         relay = harness(settings={"AzureWebJobsStorage": dead})
         answer = relay.post(mlflow_delivery())
         assert answer.status == 503 and int(answer.headers["Retry-After"]) >= 1
