@@ -41,6 +41,11 @@ class PipelineStarter(Protocol):
     def start(self, request: PipelineRunRequest) -> PipelineRun: ...
 
 
+def runs_endpoint(org_url: str, request: PipelineRunRequest) -> str:
+    """``{org}/{project}/_apis/pipelines/{id}/runs`` (no query); the project is one escaped segment."""
+    return f"{org_url.rstrip('/')}/{quote(request.project, safe='')}/_apis/pipelines/{request.pipeline_id}/runs"
+
+
 def run_request_body(request: PipelineRunRequest) -> dict[str, Any]:
     """The JSON body Azure DevOps expects for ``request``."""
     body: dict[str, Any] = {"templateParameters": dict(request.template_parameters)}
@@ -90,8 +95,7 @@ class AzureDevOpsClient:
         self._clock = clock
 
     def runs_url(self, request: PipelineRunRequest) -> str:
-        project = quote(request.project, safe="")
-        return f"{self._org_url}/{project}/_apis/pipelines/{request.pipeline_id}/runs?api-version={API_VERSION}"
+        return f"{runs_endpoint(self._org_url, request)}?api-version={API_VERSION}"
 
     def start(self, request: PipelineRunRequest) -> PipelineRun:
         """Start one run, retrying 429/5xx/timeouts inside the policy's deadline.
@@ -183,7 +187,7 @@ class AzureDevOpsClient:
             log.warning("cannot check for an already started run (no parameter carries the delivery id) "
                         "delivery_id=%s rule=%s", request.delivery_id, request.rule)  # fmt: skip
             return None
-        base = self.runs_url(request).split("?")[0]
+        base = runs_endpoint(self._org_url, request)
         listing = self._get_json(f"{base}?api-version={API_VERSION}", timeout=timeout)
         entries = listing.get("value") if isinstance(listing, dict) else None
         if not isinstance(entries, list):

@@ -57,20 +57,24 @@ def azure_credential(client_id: str | None) -> Any:
     return DefaultAzureCredential(managed_identity_client_id=client_id, exclude_interactive_browser_credential=True)
 
 
+def key_vault_source(vault_url: str, client_id: str | None) -> KeyVaultSecretSource:
+    """Secrets from ``vault_url`` through the app's identity; the client is built on first use."""
+
+    def client() -> Any:
+        from azure.keyvault.secrets import SecretClient
+
+        # Bounded like the storage clients: azure-core's defaults (3 connect retries with backoff,
+        # 300 s timeouts) would hold a webhook far past its deadline while the vault is down.
+        return SecretClient(vault_url=vault_url, credential=azure_credential(client_id),
+                            retry_total=2, retry_backoff_factor=0.2, connection_timeout=5, read_timeout=10)  # fmt: skip
+
+    return KeyVaultSecretSource(client)
+
+
 def build_secrets(settings: Settings) -> RelaySecrets:
     source: SecretSource
     if settings.key_vault_url:
-        vault_url = settings.key_vault_url
-
-        def client() -> Any:
-            from azure.keyvault.secrets import SecretClient
-
-            # Bounded like the storage clients: azure-core's defaults (3 connect retries with backoff,
-            # 300 s timeouts) would hold a webhook far past its deadline while the vault is down.
-            return SecretClient(vault_url=vault_url, credential=azure_credential(settings.azure_client_id),
-                                retry_total=2, retry_backoff_factor=0.2, connection_timeout=5, read_timeout=10)
-
-        source = KeyVaultSecretSource(client)
+        source = key_vault_source(settings.key_vault_url, settings.azure_client_id)
         names = (settings.webhook_secret_name, settings.webhook_previous_secret_name, settings.devops_pat_secret_name)
     else:
         log.warning(

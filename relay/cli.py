@@ -55,9 +55,7 @@ def _is_mlflow_body(body: bytes) -> bool:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the matching rules and the exact run requests for a payload, sending nothing."""
-    from urllib.parse import quote
-
-    from devops.client import API_VERSION, run_request_body
+    from devops.client import API_VERSION, run_request_body, runs_endpoint
     from relay.app import load_rules_file
     from webhook.events import parse_databricks_event, parse_mlflow_event
     from webhook.routing import route_event
@@ -69,15 +67,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         event = parse_databricks_event(body)
     rules = load_rules_file(Path(args.rules or os.environ.get("ROUTES_FILE") or APP_ROOT / "routes.yaml"))
     project = args.project or os.environ.get("DEVOPS_PROJECT") or "<DEVOPS_PROJECT>"
-    org = (os.environ.get("DEVOPS_ORG_URL") or "<DEVOPS_ORG_URL>").rstrip("/")
+    org = os.environ.get("DEVOPS_ORG_URL") or "<DEVOPS_ORG_URL>"
     runs = route_event(rules, event, default_project=project)
     report: dict[str, Any] = {
         "event": event.model_dump(mode="json"),
         "matched_rules": [r.rule for r in runs],
         "runs": [
             {"rule": r.rule, "method": "POST",
-             # Escaped exactly as AzureDevOpsClient.runs_url does (a project name may hold spaces).
-             "url": f"{org}/{quote(r.project, safe='')}/_apis/pipelines/{r.pipeline_id}/runs?api-version={API_VERSION}",
+             "url": f"{runs_endpoint(org, r)}?api-version={API_VERSION}",
              "body": run_request_body(r)}
             for r in runs
         ],

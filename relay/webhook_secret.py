@@ -4,9 +4,8 @@ set, else WEBHOOK_SECRET from the environment. Never printed."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from relay.secrets import EnvironmentSecretSource, KeyVaultSecretSource, SecretSource
+from relay.secrets import EnvironmentSecretSource, SecretSource
 from webhook.errors import ConfigurationError
 
 
@@ -15,14 +14,10 @@ def read_webhook_secret() -> str:
     vault_url = os.environ.get("KEY_VAULT_URL")
     source: SecretSource
     if vault_url:
-        from relay.app import azure_credential
+        from relay.app import key_vault_source
 
-        def client() -> Any:
-            from azure.keyvault.secrets import SecretClient
-
-            return SecretClient(vault_url=vault_url, credential=azure_credential(os.environ.get("AZURE_CLIENT_ID")))
-
-        source, name = KeyVaultSecretSource(client), os.environ.get("WEBHOOK_SECRET_NAME", "mlflow-webhook-secret")
+        source = key_vault_source(vault_url, os.environ.get("AZURE_CLIENT_ID"))
+        name = os.environ.get("WEBHOOK_SECRET_NAME", "mlflow-webhook-secret")
     else:
         source, name = EnvironmentSecretSource(os.environ), "WEBHOOK_SECRET"
     secret = source.get(name)
