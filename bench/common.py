@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.settings import SETTING_NAMES
 from tests.standins import devops as devops_standin
-from webhook.signatures import sign_mlflow
+from webhook.signatures import mlflow_signed_headers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789abcdef"
@@ -25,15 +26,11 @@ MODEL = "bench-model"
 ALIAS = "champion"
 
 # Every setting the relay reads that could leak in from the caller's shell and change the path.
-RELAY_SETTINGS = (
-    "DEVOPS_ORG_URL", "DEVOPS_PROJECT", "DEVOPS_AUTH", "DEVOPS_DEADLINE_SECONDS", "DEVOPS_CA_BUNDLE",
-    "KEY_VAULT_URL", "AZURE_CLIENT_ID", "WEBHOOK_SECRET_NAME", "WEBHOOK_PREVIOUS_SECRET_NAME",
-    "DEVOPS_PAT_SECRET_NAME", "SECRET_CACHE_SECONDS", "WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET",
-    "DEVOPS_PAT", "WEBHOOK_MAX_AGE_SECONDS", "ROUTES_FILE", "RELAY_DRY_RUN", "AzureWebJobsStorage",
-    "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__tableServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT",
-    "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE",
-)  # fmt: skip
+RELAY_SETTINGS = SETTING_NAMES | {
+    # ... and what azure-identity and the TLS stacks read on their own.
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,12 +51,7 @@ def mlflow_delivery(*, secret: str = WEBHOOK_SECRET, version: int = 1) -> Signed
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(timestamp)),
         "data": {"name": MODEL, "alias": ALIAS, "version": str(version)},
     }).encode()  # fmt: skip
-    headers = {
-        "Content-Type": "application/json",
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": str(timestamp),
-        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
-    }
+    headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
     return SignedDelivery(delivery_id, headers, body)
 
 

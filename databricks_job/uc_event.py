@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from webhook.signatures import sign_mlflow
+from webhook.signatures import mlflow_signed_headers
 
 # The events the bridge can emit, with the data fields MLflow sends for each.
 SUPPORTED_EVENTS = ("model_version_alias.created", "model_version.created")
@@ -90,10 +90,5 @@ def build_signed_request(
     # Default separators on purpose: byte-for-byte the layout MLflow's json.dumps produces.
     body = json.dumps(envelope).encode("utf-8")
     timestamp = str(int(now.timestamp()))
-    headers = {
-        "Content-Type": "application/json",
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": timestamp,
-        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
-    }
+    headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
     return SignedRequest(body=body, headers=headers, delivery_id=delivery_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from webhook.signatures import sign_databricks, sign_mlflow
+from webhook.signatures import mlflow_signed_headers, sign_databricks
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,7 @@ def _mlflow_alias(title: str, secret: str, *, alias: str, version: str, expected
         "data": {"name": "wine-quality", "alias": alias, "version": version},
     }).encode()  # fmt: skip
     delivery_id, timestamp = str(uuid.uuid4()), int(time.time())
-    headers = {
-        "Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": str(timestamp),
-        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
-    }  # fmt: skip
+    headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
     return DemoCase(title, headers, body, expected)
 
 

@@ -99,14 +99,17 @@ class Settings(BaseModel):
         )  # fmt: skip
 
 
+# Every app setting the relay reads, derived from the model (tests start from none of them set).
+SETTING_NAMES = frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+
+
 def settings_from_env(environ: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping (empty values count as unset).
 
     Raises:
         ConfigurationError: naming each missing or invalid setting.
     """
-    known = {field.alias for field in Settings.model_fields.values()}
-    values = {k: v for k, v in environ.items() if k in known and v.strip()}
+    values = {k: v for k, v in environ.items() if k in SETTING_NAMES and v.strip()}
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:

@@ -17,18 +17,10 @@ from typing import Any
 
 import pytest
 
+from relay.settings import SETTING_NAMES
+
 SAMPLES_DIR = Path("/work/shared/samples/mlflow-3.17.2")
 
-# Settings the relay reads; every relay test starts from none of them set.
-RELAY_ENV_NAMES = (
-    "DEVOPS_ORG_URL", "DEVOPS_PROJECT", "DEVOPS_AUTH", "DEVOPS_DEADLINE_SECONDS", "DEVOPS_CA_BUNDLE",
-    "KEY_VAULT_URL", "AZURE_CLIENT_ID", "WEBHOOK_SECRET_NAME", "WEBHOOK_PREVIOUS_SECRET_NAME",
-    "DEVOPS_PAT_SECRET_NAME", "SECRET_CACHE_SECONDS", "WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET",
-    "DEVOPS_PAT", "WEBHOOK_MAX_AGE_SECONDS", "ROUTES_FILE", "RELAY_DRY_RUN", "AzureWebJobsStorage",
-    "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__tableServiceUri",
-    "AzureWebJobsStorage__queueServiceUri", "IDEMPOTENCY_TABLE", "IDEMPOTENCY_RETENTION_DAYS",
-    "RETRY_MAX_ATTEMPTS",
-)  # fmt: skip
 
 TEST_WEBHOOK_SECRET = "whsec-unit-7f3a9c1e5b2d4f60"
 TEST_DEVOPS_PAT = "pat-unit-q8w7e6r5t4y3u2i1o0p9"
@@ -173,16 +165,11 @@ class Deliveries:
         body: bytes, secret: str = TEST_WEBHOOK_SECRET, *, timestamp: int | None = None,
         delivery_id: str | None = None,
     ) -> dict[str, str]:  # fmt: skip
-        from webhook.signatures import sign_mlflow
+        from webhook.signatures import mlflow_signed_headers
 
         delivery_id = delivery_id or str(uuid.uuid4())
         timestamp = int(time.time()) if timestamp is None else timestamp
-        return {
-            "Content-Type": "application/json",
-            "X-MLflow-Delivery-Id": delivery_id,
-            "X-MLflow-Timestamp": str(timestamp),
-            "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
-        }
+        return mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
 
     @staticmethod
     def answer(response: Any) -> dict[str, Any]:
@@ -216,7 +203,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No relay setting in the environment, and no cached relay before or after."""
     from relay.app import reset_relay
 
-    for name in RELAY_ENV_NAMES:
+    for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     reset_relay()
     yield monkeypatch

@@ -57,6 +57,16 @@ def sign_mlflow(body: bytes, *, delivery_id: str, timestamp: int | str, secret: 
     return _MLFLOW_VERSION_PREFIX + base64.b64encode(digest).decode("ascii")
 
 
+def mlflow_signed_headers(body: bytes, *, delivery_id: str, timestamp: int | str, secret: str) -> dict[str, str]:
+    """The headers MLflow sends with ``body``: content type, delivery id, timestamp, signature."""
+    return {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": str(timestamp),
+        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
+    }
+
+
 def check_freshness(
     event_time: float, *, now: float, max_age: float, max_future: float = MAX_FUTURE_SKEW_SECONDS
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import annotated_types
 
-from relay.settings import Settings, settings_from_env
+from relay.settings import SETTING_NAMES, Settings, settings_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA = REPO_ROOT / "infra"
@@ -27,7 +27,7 @@ BICEP_PARAM = re.compile(r"^param (\w+) \w+( = .*)?$", re.MULTILINE)
 
 
 def app_setting_names() -> set[str]:
-    return {alias for field in Settings.model_fields.values() if (alias := field.alias)}
+    return set(SETTING_NAMES)
 
 
 def secret_setting_names() -> set[str]:

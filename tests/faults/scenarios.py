@@ -40,9 +40,9 @@ import relay.storage
 from relay.app import reset_relay
 from relay.local_host import LocalFunctionsHost, registered_functions
 from relay.names import RETRY_QUEUE_NAME
-from relay.settings import Settings
+from relay.settings import SETTING_NAMES
 from tests.standins.devops import DevOpsStandIn, Fault, FaultPlan, no_faults, random_faults
-from webhook.signatures import sign_databricks, sign_mlflow
+from webhook.signatures import mlflow_signed_headers, sign_databricks
 
 WEBHOOK_SECRET = "whsec-fault-suite-3b8e61d0c2a94f57"
 DEVOPS_PAT = "standin-pat"
@@ -65,7 +65,6 @@ rules:
     when: {to_stage: Production}
 """
 RULES_PER_EVENT = 2
-RELAY_SETTING_NAMES = tuple(f.alias for f in Settings.model_fields.values() if f.alias)
 WEBHOOK_PATH = "/api/MLflowWebHookTransition"
 
 
@@ -87,12 +86,7 @@ def mlflow_delivery(*, version: int = 1, delivery_id: str | None = None, secret:
         "data": {"name": MODEL, "alias": "champion", "version": str(version)},
     }).encode()  # fmt: skip
     timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "X-MLflow-Delivery-Id": delivery_id,
-        "X-MLflow-Timestamp": str(timestamp),
-        "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret),
-    }
+    headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
     return Delivery(delivery_id, body, headers)
 
 
@@ -199,7 +193,7 @@ class RelayHarness:
         self.standin.start()
         values = {"DEVOPS_ORG_URL": self.standin.org_url, "DEVOPS_CA_BUNDLE": str(self.standin.tls.ca_file),
                   **self.settings}  # fmt: skip
-        for name in RELAY_SETTING_NAMES:
+        for name in SETTING_NAMES:
             self._saved_env[name] = os.environ.pop(name, None)
         os.environ.update(values)
         relay.storage.MAX_VISIBILITY_SECONDS = self.visibility_cap

@@ -14,6 +14,7 @@ from webhook.delivery import Delivery
 from webhook.errors import AuthenticationFailed, StaleEvent
 from webhook.signatures import (
     check_freshness,
+    mlflow_signed_headers,
     sign_databricks,
     sign_mlflow,
     verify_databricks_signature,
@@ -145,6 +146,12 @@ class TestRecordedMlflowDeliveries:
             expected = sign_mlflow(sample.body, delivery_id=sample.delivery_id, timestamp=sample.timestamp,
                                    secret=sample.secret)  # fmt: skip
             assert expected == sample.headers["X-MLflow-Signature"]
+
+    def test_mlflow_signed_headers_are_the_recorded_headers(self, recorded_deliveries):
+        for sample in recorded_deliveries.values():
+            headers = mlflow_signed_headers(sample.body, delivery_id=sample.delivery_id,
+                                            timestamp=sample.timestamp, secret=sample.secret)  # fmt: skip
+            assert headers == sample.headers
 
 
 class TestFreshness:
