@@ -21,37 +21,18 @@ relation as ``<name>.vault.azure.net`` / ``https://vault.azure.net``, verificati
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from tests.standins.http import StandInHandler
 from tests.standins.tls import LoopbackTLS
 
 TENANT_ID = "00000000-0000-0000-0000-0000000000b1"
 IDENTITY_HEADER = "bench-identity-header"
-
-
-class _QuietHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go in two sends: no delayed-ACK stall
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _json(self, status: int, document: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-        body = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def _serve(server: ThreadingHTTPServer, name: str) -> None:
@@ -76,7 +57,7 @@ class IdentityStandIn:
     def start(self) -> IdentityStandIn:
         owner = self
 
-        class Handler(_QuietHandler):
+        class Handler(StandInHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -141,7 +122,7 @@ class KeyVaultStandIn:
     def start(self) -> KeyVaultStandIn:
         owner = self
 
-        class Handler(_QuietHandler):
+        class Handler(StandInHandler):
             def do_GET(self) -> None:
                 owner._answer(self)
 
@@ -156,7 +137,7 @@ class KeyVaultStandIn:
             self._server.shutdown()
             self._server.server_close()
 
-    def _answer(self, handler: _QuietHandler) -> None:
+    def _answer(self, handler: StandInHandler) -> None:
         parts = urlsplit(handler.path)
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) not in (2, 3) or segments[0] != "secrets" or "api-version=" not in parts.query:

@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.standins.http import StandInHandler
 from tests.standins.tls import LoopbackTLS, make_loopback_tls
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
@@ -160,25 +161,8 @@ class DevOpsStandIn:
             return [r for r in self.runs if r.pipeline_id == pipeline_id]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     owner: DevOpsStandIn
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out separately: no delayed-ACK stall
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, document: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-        self._reply(status, json.dumps(document).encode(), "application/json; charset=utf-8", extra)
 
     def _reset(self) -> None:
         # RST instead of FIN: SO_LINGER with a zero timeout, then close.
