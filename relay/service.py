@@ -183,14 +183,15 @@ class RelayService:
         return RunOutcome(request, "unavailable", error=exc)
 
 
-def _event_ids(event: RegistryEvent) -> dict[str, object]:
-    return {"delivery_id": event.delivery_id, "source": event.source, "event": event.event,
-            "model": event.model_name, "version": event.version}  # fmt: skip
-
-
 def _event_summary(event: RegistryEvent) -> dict[str, object]:
+    """The event's ids as every answer shows them."""
     return {"delivery_id": event.delivery_id, "event": event.event, "model": event.model_name,
             "version": event.version}  # fmt: skip
+
+
+def _event_ids(event: RegistryEvent) -> dict[str, object]:
+    """The event's ids as log lines carry them: the answer's, plus the sender."""
+    return {**_event_summary(event), "source": event.source}
 
 
 def _ignored_detail(event: RegistryEvent) -> str:
