@@ -10,6 +10,14 @@ share of the Azure SDKs.
 Trivial process: import ``azure.functions``, register and index one HTTP function that
 answers a constant, call it once with the same request.
 
+Floor process: the trivial one after importing the third-party modules the relay's first
+answer needs (pydantic, PyYAML, httpx with httpcore/h11, azure-identity, the Key Vault SDK).
+No relay can answer a Key Vault-backed delivery faster than this with these dependencies; the
+relay's own cost is what it adds on top.
+
+All run in a copy of the deployment package with a venv of ``requirements.txt`` only
+(``bench/package.py``), as on Azure.
+
 The parent records the wall time from just before spawning to the moment the child reports
 its answer (interpreter start-up included, interpreter shutdown excluded). Runs alternate.
 """
@@ -19,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +36,13 @@ from bench.azure_standins import IDENTITY_HEADER, IdentityStandIn, KeyVaultStand
 from bench.common import (
     DEVOPS_PAT,
     PROJECT,
-    REPO_ROOT,
     WEBHOOK_SECRET,
     clean_environ,
     median,
     mlflow_delivery,
     start_devops_standin,
 )
+from bench.package import DeploymentPackage, deployment_package
 
 _PRELUDE = """
 import json, os, time
@@ -45,24 +52,35 @@ t1 = time.perf_counter()
 delivery = json.loads(os.environ["BENCH_DELIVERY"])
 """
 
-TRIVIAL_CHILD = (
+# The trivial app; with ``{sdks}`` filled in, the floor: the same app after importing what the
+# relay's first answer cannot do without (pydantic models, the YAML rules, an httpx client and
+# its HTTP/1.1 stack, azure-identity and the Key Vault SDK), and doing nothing with it.
+_TRIVIAL_TEMPLATE = (
     _PRELUDE
     + """
+t_sdk = time.perf_counter()
+{sdks}
+t1b = time.perf_counter()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 @app.route(route="ping", methods=["POST"])
 def ping(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(b'{"status": "ok"}', status_code=200, mimetype="application/json")
+    return func.HttpResponse(b'{{"status": "ok"}}', status_code=200, mimetype="application/json")
 
 handler = app.get_functions()[0].get_user_function()
 t2 = t3 = time.perf_counter()
 request = func.HttpRequest(method="POST", url="http://localhost:7071/api/ping", headers=delivery["headers"],
-                           params={}, route_params={}, body=delivery["body"].encode())
+                           params={{}}, route_params={{}}, body=delivery["body"].encode())
 response = handler(request)
 t4 = time.perf_counter()
-print(json.dumps({"answered_at": time.time(), "status": response.status_code, "import_azure_functions": t1 - t0,
-                  "import_function_app": 0.0, "index": t3 - t1, "first_answer": t4 - t3}), flush=True)
+print(json.dumps({{"answered_at": time.time(), "status": response.status_code, "import_azure_functions": t1 - t0,
+                  "import_sdks": t1b - t_sdk, "index": t3 - t1b, "first_answer": t4 - t3}}), flush=True)
 """
+)
+TRIVIAL_CHILD = _TRIVIAL_TEMPLATE.format(sdks="pass")
+FLOOR_CHILD = _TRIVIAL_TEMPLATE.format(
+    sdks="from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore; "
+    "import azure.identity, azure.keyvault.secrets"
 )
 
 RELAY_CHILD = (
@@ -91,8 +109,9 @@ class ColdSamples:
 
     def add(self, wall_ms: float, report: dict[str, Any]) -> None:
         self.wall_ms.append(wall_ms)
-        for key in ("import_azure_functions", "import_function_app", "index", "first_answer"):
-            self.parts.setdefault(key, []).append(report[key] * 1000)
+        for key, seconds in report.items():
+            if key not in ("answered_at", "status", "answer"):
+                self.parts.setdefault(key, []).append(seconds * 1000)
 
     def summary(self) -> dict[str, Any]:
         return {"runs": len(self.wall_ms), "wall_median_ms": median(self.wall_ms),
@@ -102,6 +121,7 @@ class ColdSamples:
 @dataclass
 class ColdResult:
     trivial: ColdSamples
+    floor: ColdSamples
     relay_key_vault: ColdSamples
     relay_env_secrets: ColdSamples
     runs_at_standin: int
@@ -114,18 +134,19 @@ class ColdResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        return {"trivial": self.trivial.summary(), "relay_key_vault": self.relay_key_vault.summary(),
+        return {"trivial": self.trivial.summary(), "floor": self.floor.summary(),
+                "relay_key_vault": self.relay_key_vault.summary(),
                 "relay_env_secrets": self.relay_env_secrets.summary(),
                 "import_function_app_median_ms": self.import_delta_ms,
                 "runs_at_standin": self.runs_at_standin}  # fmt: skip
 
 
-def _spawn(code: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+def _spawn(package: DeploymentPackage, code: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     delivery = mlflow_delivery()
     env = {**env, "BENCH_DELIVERY": json.dumps({"headers": delivery.headers, "body": delivery.body.decode()})}
     started = time.time()
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = subprocess.run([str(package.python), "-c", code], env=env, cwd=package.app_dir, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -136,28 +157,30 @@ def _spawn(code: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
 
 
 def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
+    package = deployment_package(workdir / "package")
     identity = IdentityStandIn().start()
     devops = start_devops_standin(workdir / "cold", pat=DEVOPS_PAT)
     secrets = {"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
     vault = KeyVaultStandIn(devops.tls, identity, secrets=secrets).start()
     ca = str(devops.tls.ca_file)
     common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
-              "ROUTES_FILE": str(rules), "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+              "ROUTES_FILE": str(rules), "PYTHONPATH": str(package.app_dir)}  # fmt: skip
     base = clean_environ(os.environ, {})
     key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
                      "IDENTITY_HEADER": IDENTITY_HEADER, "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}  # fmt: skip
     env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
-    trivial_env = {**base, "PYTHONPATH": str(REPO_ROOT)}
-    result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), 0)
+    trivial_env = {**base, "PYTHONPATH": str(package.app_dir)}
+    result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), 0)
     try:
-        _spawn(TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
-        _spawn(RELAY_CHILD, key_vault_env)
+        _spawn(package, TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
+        _spawn(package, RELAY_CHILD, key_vault_env)
         before = len(devops.runs)
         for i in range(repeats):
-            kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (RELAY_CHILD, key_vault_env, result.relay_key_vault),
+            kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (FLOOR_CHILD, trivial_env, result.floor),
+                     (RELAY_CHILD, key_vault_env, result.relay_key_vault),
                      (RELAY_CHILD, env_secrets_env, result.relay_env_secrets)]  # fmt: skip
             for code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
-                sink.add(*_spawn(code, env))
+                sink.add(*_spawn(package, code, env))
         result.runs_at_standin = len(devops.runs) - before
         if result.runs_at_standin != 2 * repeats:
             raise RuntimeError(f"{2 * repeats} cold relay deliveries but {result.runs_at_standin} runs at the stand-in")

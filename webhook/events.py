@@ -117,7 +117,14 @@ def _schema_error(exc: ValidationError) -> PayloadInvalid:
     return PayloadInvalid(f"invalid payload: field '{field}': {first['msg']}")
 
 
+# The sender payload models build their validators on first use (``defer_build``): an instance
+# serves one sender, and building the other sender's schemas would only lengthen its cold start.
+_PAYLOAD_CONFIG = ConfigDict(extra="ignore", defer_build=True)
+
+
 class _TagPair(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     key: str
     value: str | None = None
 
@@ -125,7 +132,7 @@ class _TagPair(BaseModel):
 class DatabricksPayload(BaseModel):
     """A Databricks workspace registry webhook body; unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _PAYLOAD_CONFIG
 
     event: str
     webhook_id: str = Field(min_length=1)
@@ -209,7 +216,7 @@ def parse_databricks_event(body: bytes) -> RegistryEvent:
 class MlflowPayload(BaseModel):
     """An open-source MLflow webhook body (``entity``, ``action``, ``timestamp``, ``data``)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _PAYLOAD_CONFIG
 
     entity: str = Field(min_length=1)
     action: str = Field(min_length=1)
@@ -218,7 +225,7 @@ class MlflowPayload(BaseModel):
 
 
 class _MlflowModelData(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, defer_build=True)
 
     name: str = Field(min_length=1)
     version: str | None = None
