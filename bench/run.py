@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, write_rules
 
-FULL = {"warm": 2000, "cold": 9, "amortise": 1000, "fanout": 15, "burst": 500}
+FULL = {"warm": 2000, "cold": 15, "amortise": 1000, "fanout": 15, "burst": 500}
 QUICK = {"warm": 200, "cold": 3, "amortise": 200, "fanout": 5, "burst": 100}
 MLFLOW_TIMEOUT_MS = 30_000
 
@@ -70,7 +70,9 @@ def cold_rows(summary: dict[str, Any]) -> list[Row]:
     ratio_vault = vault["wall_median_ms"] / trivial["wall_median_ms"]
     ratio_env = env["wall_median_ms"] / trivial["wall_median_ms"]
     ratio_floor = floor["wall_median_ms"] / trivial["wall_median_ms"]
-    over_floor = vault["wall_median_ms"] / floor["wall_median_ms"]
+    # Like with like: after ``import azure.functions``, the relay's whole first answer against
+    # the floor's SDK imports alone (the wall times also carry the interpreter's start-up noise).
+    relay_part, floor_part = vault["first_answer_median_ms"], floor["import_sdks_median_ms"]
     return [
         Row("import function_app (after azure.functions)", f"+{_ms(delta)}",
             _ms(trivial["import_azure_functions_median_ms"]) + " azure.functions", "-", "<= +150 ms", delta <= 150),
@@ -80,8 +82,8 @@ def cold_rows(summary: dict[str, Any]) -> list[Row]:
             _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_env:.2f}x", "-", None),
         Row(f"cold floor: trivial app + the SDK imports (median of {floor['runs']})", _ms(floor["wall_median_ms"]),
             _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_floor:.2f}x", "-", None),
-        Row("cold first answer, Key Vault, over the floor", _ms(vault["wall_median_ms"]),
-            _ms(floor["wall_median_ms"]) + " floor", f"{over_floor:.2f}x", "-", None),
+        Row("cold, after azure.functions: relay's first answer / floor's SDK imports", _ms(relay_part),
+            _ms(floor_part) + " SDK imports", f"{relay_part / floor_part:.2f}x", "-", None),
     ]  # fmt: skip
 
 

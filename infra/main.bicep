@@ -43,6 +43,11 @@ param deployerPrincipalType string = 'User'
 @description('Key Vault secret name of the previous webhook secret, set only while rotating. Empty: only the current secret is accepted.')
 param webhookPreviousSecretName string = ''
 
+@minValue(0)
+@maxValue(10)
+@description('Always-ready instances for the webhook (HTTP) functions; 0 scales to zero. See the README\'s cold-start figures.')
+param alwaysReadyHttpInstances int = 0
+
 var tags = {
   'azd-env-name': environmentName
   application: 'mlflow-devops-relay'
@@ -67,6 +72,7 @@ module relay 'resources.bicep' = {
     deployerPrincipalId: deployerPrincipalId
     deployerPrincipalType: deployerPrincipalType
     webhookPreviousSecretName: webhookPreviousSecretName
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
   }
 }
 

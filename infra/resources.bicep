@@ -56,6 +56,11 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@minValue(0)
+@maxValue(10)
+@description('Always-ready instances for the HTTP function group: 0 scales to zero (each idle period ends in a cold start, see the README\'s benchmark); 1 keeps one warm instance, billed while idle.')
+param alwaysReadyHttpInstances int = 0
+
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -336,7 +341,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     //checkov:skip=CKV_AZURE_222: public network access must stay on: Databricks and MLflow send webhooks from the public internet and cannot deliver to a private endpoint; the HMAC signature authenticates each request
     //checkov:skip=CKV_AZURE_17: webhook senders cannot present client certificates; the HMAC signature authenticates each request
-    //checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero per request; a cold start (seconds) fits well inside the sender's delivery timeout; alwaysReady instances can be added if that changes
+    //checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero per request by default; a cold start (seconds) fits well inside the sender's delivery timeout; alwaysReadyHttpInstances keeps instances warm when that is worth paying for
     //checkov:skip=CKV_AZURE_213: Flex Consumption does not support the App Service health check (siteConfig.healthCheckPath); Application Insights availability alerts take its place
     serverFarmId: plan.id
     httpsOnly: true
@@ -356,6 +361,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        alwaysReady: alwaysReadyHttpInstances > 0 ? [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyHttpInstances
+          }
+        ] : []
       }
       runtime: {
         name: 'python'
