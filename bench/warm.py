@@ -1,7 +1,9 @@
 """Warm overhead: the registered HTTP function, in-process, versus a bare ``httpx`` POST.
 
 Both sides post to the same loopback TLS DevOps stand-in, trust the same CA and reuse their
-connections. They run in alternating batches (ABBA order) so drift hits both equally.
+connections. They run in alternating batches (ABBA order) so drift hits both equally. A
+diagnostic pair times the sans-I/O core (verify, parse, route) back to back and right after a
+bare POST.
 """
 
 from __future__ import annotations
