@@ -1,25 +1,29 @@
 """Cold start: fresh ``python -c`` processes, the relay's versus a trivial function app's.
 
 Relay process: import ``azure.functions``, import ``function_app``, index the functions (as
-the worker does: ``app.get_functions()``), answer one signed delivery. Its secrets come from
-the Key Vault stand-in through the managed-identity stand-in, so the first answer pays what
-it pays in Azure: azure-identity and Key Vault SDK imports, a token, the vault challenge and
-reads, a TLS handshake to DevOps. A variant with secrets from the environment shows the
-share of the Azure SDKs.
+the worker does: ``app.get_functions()``), answer one signed delivery. It is configured as the
+template deploys it: secrets from the Key Vault stand-in through the managed-identity stand-in,
+and the delivery ledger in Table Storage (Azurite). So its first answer pays the SDK imports
+(azure-identity, Key Vault, Tables, Queues), a token, the vault's challenge and two reads, the
+ledger's table check, claim and record, and a TLS handshake and POST to DevOps. One difference
+from Azure remains: Azurite is reached with its account key, where Azure uses the identity (one
+more token request). A variant with secrets from the environment shows the Key Vault share.
 
 Trivial process: import ``azure.functions``, register and index one HTTP function that
 answers a constant, call it once with the same request.
 
-Floor process: the trivial one after importing the third-party modules the relay's first
-answer needs (pydantic, PyYAML, httpx with httpcore/h11, azure-identity, the Key Vault SDK).
-No relay can answer a Key Vault-backed delivery faster than this with these dependencies; the
-relay's own cost is what it adds on top.
+Floor process: the trivial one after importing the third-party packages the relay's first
+answer loads (pydantic, PyYAML, httpx with httpcore/h11, azure-identity, the Key Vault, Tables
+and Queues SDKs) and using none of them. Every child reports the distributions it loaded, and
+the run fails if the relay loaded one the floor did not: the floor stays a true lower bound
+for any relay on these dependencies. The gap above it is the relay's own modules and its I/O.
 
 All run in a copy of the deployment package with a venv of ``requirements.txt`` only
-(``bench/package.py``), as on Azure.
+(``bench/package.py``), the file set and packages the remote build deploys.
 
-The parent records the wall time from just before spawning to the moment the child reports
-its answer (interpreter start-up included, interpreter shutdown excluded). Runs alternate.
+The parent records the wall time from just before spawning to the moment the child has its
+answer (interpreter start-up included; the distribution report and shutdown excluded). Runs
+alternate.
 """
 
 from __future__ import annotations
@@ -43,44 +47,58 @@ from bench.common import (
     start_devops_standin,
 )
 from bench.package import DeploymentPackage, deployment_package
+from tests.azurite import running_azurite
 
 _PRELUDE = """
-import json, os, time
+import json, os, sys, time
 t0 = time.perf_counter()
 import azure.functions as func
 t1 = time.perf_counter()
 delivery = json.loads(os.environ["BENCH_DELIVERY"])
 """
 
-# The trivial app; with ``{sdks}`` filled in, the floor: the same app after importing what the
-# relay's first answer cannot do without (pydantic models, the YAML rules, an httpx client and
-# its HTTP/1.1 stack, azure-identity and the Key Vault SDK), and doing nothing with it.
+# After the answer is timed: which installed distributions the process loaded modules from.
+_REPORT = """
+import importlib.metadata, sysconfig
+owner = {}  # file path relative to site-packages -> distribution
+for dist in importlib.metadata.distributions():
+    name = dist.metadata["Name"].lower()
+    owner.update((str(path), name) for path in dist.files or ())
+site = sysconfig.get_paths()["purelib"]
+files = (os.path.relpath(m.__file__, site) for m in list(sys.modules.values()) if getattr(m, "__file__", None))
+report["distributions"] = sorted({owner[f] for f in files if f in owner})
+print(json.dumps(report), flush=True)
+"""
+
+# The trivial app; with the imports line filled in, the floor.
 _TRIVIAL_TEMPLATE = (
     _PRELUDE
     + """
 t_sdk = time.perf_counter()
-{sdks}
-t1b = time.perf_counter()
+_SDK_IMPORTS = None
+t2 = time.perf_counter()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 @app.route(route="ping", methods=["POST"])
 def ping(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse(b'{{"status": "ok"}}', status_code=200, mimetype="application/json")
+    return func.HttpResponse(b'{"status": "ok"}', status_code=200, mimetype="application/json")
 
 handler = app.get_functions()[0].get_user_function()
-t2 = t3 = time.perf_counter()
+t3 = time.perf_counter()
 request = func.HttpRequest(method="POST", url="http://localhost:7071/api/ping", headers=delivery["headers"],
-                           params={{}}, route_params={{}}, body=delivery["body"].encode())
+                           params={}, route_params={}, body=delivery["body"].encode())
 response = handler(request)
 t4 = time.perf_counter()
-print(json.dumps({{"answered_at": time.time(), "status": response.status_code, "import_azure_functions": t1 - t0,
-                  "import_sdks": t1b - t_sdk, "index": t3 - t1b, "first_answer": t4 - t3}}), flush=True)
+report = {"answered_at": time.time(), "status": response.status_code, "timings": {
+    "import_azure_functions": t1 - t0, "import_sdks": t2 - t_sdk, "index": t3 - t2, "first_answer": t4 - t3}}
 """
+    + _REPORT
 )
-TRIVIAL_CHILD = _TRIVIAL_TEMPLATE.format(sdks="pass")
-FLOOR_CHILD = _TRIVIAL_TEMPLATE.format(
-    sdks="from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore; "
-    "import azure.identity, azure.keyvault.secrets"
+TRIVIAL_CHILD = _TRIVIAL_TEMPLATE
+FLOOR_CHILD = _TRIVIAL_TEMPLATE.replace(
+    "_SDK_IMPORTS = None",
+    "from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore; "
+    "import azure.identity, azure.keyvault.secrets, azure.data.tables, azure.storage.queue",
 )
 
 RELAY_CHILD = (
@@ -95,10 +113,11 @@ request = func.HttpRequest(method="POST", url="http://localhost:7071/api/MLflowW
                            headers=delivery["headers"], params={}, route_params={}, body=delivery["body"].encode())
 response = handler(request)
 t4 = time.perf_counter()
-print(json.dumps({"answered_at": time.time(), "status": response.status_code, "answer": response.get_body().decode(),
-                  "import_azure_functions": t1 - t0, "import_function_app": t2 - t1, "index": t3 - t2,
-                  "first_answer": t4 - t3}), flush=True)
+report = {"answered_at": time.time(), "status": response.status_code, "answer": response.get_body().decode(),
+          "timings": {"import_azure_functions": t1 - t0, "import_function_app": t2 - t1, "index": t3 - t2,
+                      "first_answer": t4 - t3}}
 """
+    + _REPORT
 )
 
 
@@ -106,16 +125,18 @@ print(json.dumps({"answered_at": time.time(), "status": response.status_code, "a
 class ColdSamples:
     wall_ms: list[float] = field(default_factory=list)
     parts: dict[str, list[float]] = field(default_factory=dict)
+    distributions: set[str] = field(default_factory=set)
 
     def add(self, wall_ms: float, report: dict[str, Any]) -> None:
         self.wall_ms.append(wall_ms)
-        for key, seconds in report.items():
-            if key not in ("answered_at", "status", "answer"):
-                self.parts.setdefault(key, []).append(seconds * 1000)
+        for key, seconds in report["timings"].items():
+            self.parts.setdefault(key, []).append(seconds * 1000)
+        self.distributions.update(report["distributions"])
 
     def summary(self) -> dict[str, Any]:
         return {"runs": len(self.wall_ms), "wall_median_ms": median(self.wall_ms),
-                **{f"{k}_median_ms": median(v) for k, v in self.parts.items()}}  # fmt: skip
+                **{f"{k}_median_ms": median(v) for k, v in self.parts.items()},
+                "distributions": sorted(self.distributions)}  # fmt: skip
 
 
 @dataclass
@@ -157,37 +178,50 @@ def _spawn(package: DeploymentPackage, code: str, env: dict[str, str]) -> tuple[
 
 
 def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
+    """Spawn ``repeats`` rounds of the four kinds of process; see the module docstring.
+
+    Raises:
+        RuntimeError: a child failed or answered other than 200, the runs or vault reads at the
+            stand-ins do not add up, or the relay loaded a distribution the floor did not.
+        AzuriteMissing: Azurite is not installed (``npm ci``).
+    """
     package = deployment_package(workdir / "package")
     identity = IdentityStandIn().start()
     devops = start_devops_standin(workdir / "cold", pat=DEVOPS_PAT)
     secrets = {"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
     vault = KeyVaultStandIn(devops.tls, identity, secrets=secrets).start()
     ca = str(devops.tls.ca_file)
-    common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
-              "ROUTES_FILE": str(rules), "PYTHONPATH": str(package.app_dir)}  # fmt: skip
-    base = clean_environ(os.environ, {})
-    key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
-                     "IDENTITY_HEADER": IDENTITY_HEADER, "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}  # fmt: skip
-    env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
-    trivial_env = {**base, "PYTHONPATH": str(package.app_dir)}
-    result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), 0)
     try:
-        _spawn(package, TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
-        _spawn(package, RELAY_CHILD, key_vault_env)
-        before = len(devops.runs)
-        for i in range(repeats):
-            kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (FLOOR_CHILD, trivial_env, result.floor),
-                     (RELAY_CHILD, key_vault_env, result.relay_key_vault),
-                     (RELAY_CHILD, env_secrets_env, result.relay_env_secrets)]  # fmt: skip
-            for code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
-                sink.add(*_spawn(package, code, env))
-        result.runs_at_standin = len(devops.runs) - before
-        if result.runs_at_standin != 2 * repeats:
-            raise RuntimeError(f"{2 * repeats} cold relay deliveries but {result.runs_at_standin} runs at the stand-in")
-        if vault.reads["mlflow-webhook-secret"] < repeats + 1:
-            raise RuntimeError("the Key Vault cold runs did not read the vault")
-        return result
+        with running_azurite() as azurite:
+            common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
+                      "ROUTES_FILE": str(rules), "PYTHONPATH": str(package.app_dir),
+                      "AzureWebJobsStorage": azurite.connection_string}  # fmt: skip
+            base = clean_environ(os.environ, {})
+            key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url,
+                             "IDENTITY_ENDPOINT": identity.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER,
+                             "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}  # fmt: skip
+            env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
+            trivial_env = {**base, "PYTHONPATH": str(package.app_dir)}
+            result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), 0)
+            _spawn(package, TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
+            _spawn(package, RELAY_CHILD, key_vault_env)  # ... and this one also creates the ledger's table
+            before = len(devops.runs)
+            for i in range(repeats):
+                kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (FLOOR_CHILD, trivial_env, result.floor),
+                         (RELAY_CHILD, key_vault_env, result.relay_key_vault),
+                         (RELAY_CHILD, env_secrets_env, result.relay_env_secrets)]  # fmt: skip
+                for code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
+                    sink.add(*_spawn(package, code, env))
     finally:
         vault.stop()
         devops.stop()
         identity.stop()
+    result.runs_at_standin = len(devops.runs) - before
+    if result.runs_at_standin != 2 * repeats:
+        raise RuntimeError(f"{2 * repeats} cold relay deliveries but {result.runs_at_standin} runs at the stand-in")
+    if vault.reads["mlflow-webhook-secret"] < repeats + 1:
+        raise RuntimeError("the Key Vault cold runs did not read the vault")
+    missing = result.relay_key_vault.distributions - result.floor.distributions
+    if missing:
+        raise RuntimeError(f"the floor does not import {sorted(missing)}, which the relay's first answer loads")
+    return result

@@ -117,8 +117,9 @@ def _schema_error(exc: ValidationError) -> PayloadInvalid:
     return PayloadInvalid(f"invalid payload: field '{field}': {first['msg']}")
 
 
-# The sender payload models build their validators on first use (``defer_build``): an instance
-# serves one sender, and building the other sender's schemas would only lengthen its cold start.
+# The sender payload models build their validators on first use (``defer_build``), so an
+# instance that only hears from one sender never pays for the other's on its cold start.
+# pydantic serialises that first build under a lock (the host calls handlers from threads).
 _PAYLOAD_CONFIG = ConfigDict(extra="ignore", defer_build=True)
 
 
