@@ -124,7 +124,7 @@ _PAYLOAD_CONFIG = ConfigDict(extra="ignore", defer_build=True)
 
 
 class _TagPair(BaseModel):
-    model_config = ConfigDict(defer_build=True)
+    model_config = _PAYLOAD_CONFIG  # extra="ignore" is pydantic's default anyway
 
     key: str
     value: str | None = None
