@@ -19,15 +19,15 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 @app.route(route="MLflowWebHookTransition", methods=_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
     """Verify, route and relay one registry webhook delivery."""
-    from relay import azure_adapter  # imported on first use: keeps indexing (cold start) cheap
+    from relay import functions_adapter  # imported on first use: keeps indexing (cold start) cheap
 
-    return azure_adapter.handle_http(req)
+    return functions_adapter.handle_http(req)
 
 
 @app.function_name("RetryPipelineRun")
 @app.queue_trigger(arg_name="msg", queue_name=RETRY_QUEUE_NAME, connection="AzureWebJobsStorage")
 def retry_pipeline_run(msg: func.QueueMessage) -> None:
     """Start a pipeline run that Azure DevOps could not take during the original request."""
-    from relay import azure_adapter
+    from relay import functions_adapter
 
-    azure_adapter.handle_retry_message(msg)
+    functions_adapter.handle_retry_message(msg)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.azure_standins import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
 from bench.common import PROJECT, WEBHOOK_SECRET, apply_environ, mlflow_delivery, start_devops_standin
 from bench.warm import http_request, relay_handler
 from devops.auth import AZURE_DEVOPS_SCOPE
+from standins.azure import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
 
 DEVOPS_RESOURCE = AZURE_DEVOPS_SCOPE.removesuffix("/.default")
 WEBHOOK_SECRET_NAME = "mlflow-webhook-secret"
@@ -41,13 +41,13 @@ class AmortisationResult:
 def run_amortisation(workdir: Path, rules: Path, *, deliveries: int, threads: int = 8) -> AmortisationResult:
     import time
 
-    import relay.app
+    import relay.composition
 
     identity = IdentityStandIn().start()
     devops = start_devops_standin(workdir / "amortise", pat=None, bearer_token=identity.token_for(DEVOPS_RESOURCE))
     vault = KeyVaultStandIn(devops.tls, identity, secrets={WEBHOOK_SECRET_NAME: WEBHOOK_SECRET}).start()
     try:
-        relay.app.azure_credential.cache_clear()
+        relay.composition.azure_credential.cache_clear()
         apply_environ({
             "DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_AUTH": "managed-identity",
             "DEVOPS_CA_BUNDLE": str(devops.tls.ca_file), "KEY_VAULT_URL": vault.vault_url,
@@ -71,18 +71,18 @@ def run_amortisation(workdir: Path, rules: Path, *, deliveries: int, threads: in
         started = sorted(r.template_parameters.get("delivery_id", "") for r in devops.runs)
         if started != sorted(ids):
             raise RuntimeError(f"{deliveries} deliveries but {len(started)} runs at the stand-in")
-        built = relay.app.current_relay()
+        built = relay.composition.current_relay()
         # Private attributes, read only here, to cross-check the stand-ins' counters.
         secret_reads = built.service._secrets.reads  # type: ignore[attr-defined]
         acquisitions = built.service._starter._auth.acquisitions  # type: ignore[attr-defined]
-        ttl = relay.app.load_settings().secret_cache_seconds
+        ttl = relay.composition.load_settings().secret_cache_seconds
         return AmortisationResult(deliveries, len(started), dict(vault.reads), vault.challenges,
                                   {("Azure DevOps" if r == DEVOPS_RESOURCE else "Key Vault"): n
                                    for r, n in identity.tokens.items()},
                                   secret_reads, acquisitions, elapsed, ttl)  # fmt: skip
     finally:
         apply_environ({})
-        relay.app.azure_credential.cache_clear()
+        relay.composition.azure_credential.cache_clear()
         vault.stop()
         devops.stop()
         identity.stop()

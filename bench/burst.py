@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 def _serve_command(port: int) -> list[str]:
     script = shutil.which("mlflow-relay", path=os.path.dirname(sys.executable))
-    prefix = [script] if script else [sys.executable, "-m", "relay.cli"]
+    prefix = [script] if script else [sys.executable, "-m", "relay_tools.cli"]
     return [*prefix, "serve", "--port", str(port)]
 
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.azure_standins import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
 from bench.common import (
     DEVOPS_PAT,
     PROJECT,
@@ -47,7 +46,8 @@ from bench.common import (
     start_devops_standin,
 )
 from bench.package import DeploymentPackage, deployment_package
-from tests.azurite import running_azurite
+from standins.azure import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
+from standins.azurite import running_azurite
 
 _PRELUDE = """
 import json, os, sys, time
@@ -106,7 +106,7 @@ RELAY_CHILD = (
     + """
 import function_app
 t2 = time.perf_counter()
-from relay.local_host import http_functions
+from relay_tools.local_host import http_functions
 handler = http_functions(function_app.app)["mlflowwebhooktransition"].handler
 t3 = time.perf_counter()
 request = func.HttpRequest(method="POST", url="http://localhost:7071/api/MLflowWebHookTransition",

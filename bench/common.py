@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relay.settings import SETTING_NAMES
-from tests.standins import devops as devops_standin
+from standins import devops as devops_standin
 from webhook.signatures import mlflow_signed_headers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def clean_environ(base: Mapping[str, str], settings: Mapping[str, str]) -> dict[
 
 def apply_environ(settings: Mapping[str, str]) -> None:
     """Make this process's environment exactly ``settings`` for the relay, and rebuild the relay."""
-    from relay.app import reset_relay
+    from relay.composition import reset_relay
 
     for name in RELAY_SETTINGS:
         os.environ.pop(name, None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.common import DEVOPS_PAT, apply_environ, median, mlflow_delivery, start_devops_standin, write_rules
 from bench.warm import relay_settings
-from relay.app import build_relay
+from relay.composition import build_relay
 from relay.settings import settings_from_env
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.azurite import AzuriteMissing, running_azurite  # noqa: E402
-from tests.faults.scenarios import (  # noqa: E402
+from standins.azurite import AzuriteMissing, running_azurite  # noqa: E402
+from standins.harness import (  # noqa: E402
     Figures,
     RelayHarness,
     devops_down_then_back,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import REPO_ROOT
-from tests.deploy.funcignore import copy_file_set, publish_file_set
+from relay_tools.package_files import copy_file_set, publish_file_set
 
 VENV = REPO_ROOT / ".venv-bench"
 

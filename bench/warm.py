@@ -31,8 +31,8 @@ from bench.common import (
     percentile,
     start_devops_standin,
 )
-from relay.app import load_rules_file
-from tests.standins.devops import DevOpsStandIn
+from relay.composition import load_rules_file
+from standins.devops import DevOpsStandIn
 from webhook.delivery import Delivery
 from webhook.routing import RouteRules, route_event
 
@@ -49,7 +49,7 @@ def http_request(delivery: SignedDelivery) -> func.HttpRequest:
 def relay_handler() -> Callable[[func.HttpRequest], func.HttpResponse]:
     """The webhook function's user function, found the way the worker indexes it."""
     import function_app
-    from relay.local_host import http_functions
+    from relay_tools.local_host import http_functions
 
     return http_functions(function_app.app)["mlflowwebhooktransition"].handler
 

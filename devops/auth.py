@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from webhook.errors import SecretsUnavailable
+from relay.ports import SecretsUnavailable
 
 AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 _TOKEN_REFRESH_MARGIN_SECONDS = 300

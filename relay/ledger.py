@@ -1,92 +1,132 @@
-"""The delivery ledger: one entry per (delivery id, rule), so each starts one run at most.
+"""The delivery ledger's rules, and the in-memory ledger for local development and tests.
 
-A delivery is *claimed* with a conditional insert before its run is started and *completed*
-with the run id afterwards. A repeat finds the entry: completed → answer with the original
-run; claimed and recent → another attempt is in flight, start nothing. A claim whose holder
-died (older than the lease) or whose run was refused may be taken over. Entries older than
-the retention count as absent.
+One entry per (delivery id, rule), so each starts one run at most. An attempt *claims* the
+entry before it starts a run; every later write of that attempt is conditional on its claim
+(``Claim.etag``), so a holder that lost the entry cannot overwrite its successor. A repeat
+finds the entry: started → the original run; refused → the same refusal; queued → the retry
+queue owns it; claimed and within the lease → another attempt is in flight. A claim older
+than its lease, a released or a poisoned entry may be taken over; a takeover is never
+``fresh``, so the new holder first looks for a run its predecessor may have started.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Protocol
 
-from devops.client import PipelineRun
+from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun
+from webhook.routing import PipelineRunRequest
 
-
-class EntryState(StrEnum):
-    CLAIMED = "claimed"  # a relay instance is starting the run right now
-    QUEUED = "queued"  # handed to the durable retry queue
-    STARTED = "started"  # the run exists: run_id is set
-    FAILED = "failed"  # Azure DevOps refused it (config error); a repeat may try again
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    key: str
-    state: EntryState
-    updated_at: float  # unix seconds
-    run: PipelineRun | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """``won`` is True when the caller now owns the key and must start the run."""
-
-    won: bool
-    entry: LedgerEntry
-
-
-class DeliveryLedger(Protocol):
-    """Keys are ``PipelineRunRequest.idempotency_key`` (``"{delivery_id}:{rule}"``)."""
-
-    def claim(self, key: str, *, from_queue: bool = False) -> ClaimResult: ...
-
-    def record(self, key: str, state: EntryState, *, run: PipelineRun | None = None, detail: str = "") -> None: ...
+# What each path may take over (besides a claim past its lease, and an entry past retention).
+_HTTP_MAY_TAKE = frozenset({EntryState.RELEASED, EntryState.POISONED})
+_RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED, EntryState.POISONED})
 
 
 @dataclass(frozen=True)
 class LedgerTiming:
-    """``lease``: how long a claim blocks others; ``retention``: how long entries count."""
+    """``lease``: how long a claim keeps others out; ``retention``: how long entries count."""
 
-    lease: float = 120.0
+    lease: float
     retention: float = 7 * 24 * 3600.0
 
-    def may_take_over(self, entry: LedgerEntry, now: float, *, from_queue: bool = False) -> bool:
-        """Whether a new attempt may claim ``entry``; only the retry worker takes QUEUED ones."""
-        if now - entry.updated_at >= self.retention or entry.state is EntryState.FAILED:
+    def expired(self, entry: LedgerEntry, now: float) -> bool:
+        """Past retention: the entry counts as absent (a new delivery, a fresh claim)."""
+        return now - entry.updated_at >= self.retention
+
+    def may_take_over(self, entry: LedgerEntry, now: float, *, by_retry: bool) -> bool:
+        """Whether a new attempt may claim ``entry``; only the retry worker takes queued ones."""
+        if self.expired(entry, now):
             return True
-        if entry.state is EntryState.QUEUED:
-            return from_queue
-        return entry.state is EntryState.CLAIMED and now - entry.updated_at >= self.lease
+        if entry.state is EntryState.CLAIMED:
+            return now - entry.claimed_at >= self.lease
+        return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
+
+    def lease_left(self, entry: LedgerEntry, now: float) -> float:
+        return max(0.0, entry.claimed_at + self.lease - now)
+
+
+def claimed_entry(request: PipelineRunRequest, now: float, previous: LedgerEntry | None, *, fresh: bool) -> LedgerEntry:
+    """The entry a claim writes: a takeover keeps the first claim time, attempts and history."""
+    if previous is None or fresh:
+        return LedgerEntry(key=request.idempotency_key, state=EntryState.CLAIMED, updated_at=now, claimed_at=now,
+                           first_claimed_at=now, request=request)
+    return replace(previous, state=EntryState.CLAIMED, updated_at=now, claimed_at=now,
+                   request=previous.request or request)
+
+
+def recorded_entry(
+    current: LedgerEntry, state: EntryState, now: float, *, run: PipelineRun | None, detail: str, attempts: int | None
+) -> LedgerEntry:
+    """The entry after its holder records ``state``."""
+    return replace(current, state=state, updated_at=now, run=run if run is not None else current.run,
+                   detail=detail[:1000], attempts=current.attempts if attempts is None else attempts)
 
 
 class InMemoryLedger:
-    """A process-local ledger for local development and tests (no storage configured)."""
+    """A process-local ledger (no storage configured, and tests); same rules as the table."""
 
-    def __init__(self, timing: LedgerTiming | None = None, *, clock: Callable[[], float] = time.time) -> None:
-        self._timing = timing or LedgerTiming()
+    def __init__(self, timing: LedgerTiming, *, clock: Callable[[], float] = time.time) -> None:
+        self._timing = timing
         self._clock = clock
-        self._entries: dict[str, LedgerEntry] = {}
+        self._entries: dict[str, tuple[LedgerEntry, str]] = {}
+        self._etags = itertools.count(1)
         self._lock = threading.Lock()
 
-    def claim(self, key: str, *, from_queue: bool = False) -> ClaimResult:
-        with self._lock:
-            now = self._clock()
-            current = self._entries.get(key)
-            if current is not None and not self._timing.may_take_over(current, now, from_queue=from_queue):
-                return ClaimResult(False, current)
-            entry = LedgerEntry(key=key, state=EntryState.CLAIMED, updated_at=now)
-            self._entries[key] = entry
-            return ClaimResult(True, entry)
+    @property
+    def lease(self) -> float:
+        return self._timing.lease
 
-    def record(self, key: str, state: EntryState, *, run: PipelineRun | None = None, detail: str = "") -> None:
+    def _write(self, entry: LedgerEntry) -> str:
+        etag = str(next(self._etags))
+        self._entries[entry.key] = (entry, etag)
+        return etag
+
+    def claim(self, request: PipelineRunRequest) -> ClaimResult:
         with self._lock:
-            base = self._entries.get(key) or LedgerEntry(key=key, state=state, updated_at=0.0)
-            self._entries[key] = replace(base, state=state, run=run, detail=detail, updated_at=self._clock())
+            return self._claim(request.idempotency_key, request, by_retry=False)
+
+    def claim_for_retry(self, key: str) -> ClaimResult | None:
+        with self._lock:
+            stored = self._entries.get(key)
+            if stored is None or stored[0].request is None:
+                return None
+            return self._claim(key, stored[0].request, by_retry=True)
+
+    def _claim(self, key: str, request: PipelineRunRequest, *, by_retry: bool) -> ClaimResult:
+        now = self._clock()
+        stored = self._entries.get(key)
+        previous = stored[0] if stored else None
+        if previous is not None and not self._timing.may_take_over(previous, now, by_retry=by_retry):
+            return ClaimResult(previous)
+        fresh = previous is None or self._timing.expired(previous, now)
+        entry = claimed_entry(request, now, previous, fresh=fresh)
+        etag = self._write(entry)
+        claim = Claim(key=key, etag=etag, claimed_at=now, first_claimed_at=entry.first_claimed_at,
+                      request=request, fresh=fresh, attempts=entry.attempts)
+        return ClaimResult(entry, claim)
+
+    def get(self, key: str) -> LedgerEntry | None:
+        with self._lock:
+            stored = self._entries.get(key)
+            return stored[0] if stored else None
+
+    def record(
+        self, claim: Claim, state: EntryState, *, run: PipelineRun | None = None, detail: str = "",
+        attempts: int | None = None,
+    ) -> Claim:
+        with self._lock:
+            stored = self._entries.get(claim.key)
+            if stored is None or stored[1] != claim.etag:
+                raise ClaimLost(f"delivery {claim.key!r} is held by another attempt now")
+            entry = recorded_entry(stored[0], state, self._clock(), run=run, detail=detail, attempts=attempts)
+            return replace(claim, etag=self._write(entry), attempts=entry.attempts)
+
+    def reopen(self, key: str, *, by: str) -> LedgerEntry:
+        """Release a refused or poisoned entry on an operator's word. Raises ``KeyError``."""
+        with self._lock:
+            entry = replace(self._entries[key][0], state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by)
+            self._write(entry)
+            return entry

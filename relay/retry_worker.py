@@ -1,43 +1,49 @@
-"""The queue-triggered retry of a pipeline run that Azure DevOps could not take in time.
+"""The queue-triggered retry of a run Azure DevOps could not take in time.
 
-Each message is one attempt. A transient failure re-enqueues the run with a longer delay; the
-last failure, a refusal from Azure DevOps, or an unreadable message goes to the poison queue
-with an error line that says which model version did not deploy and why.
+A message is a ``RetryTicket``: it names a ledger entry, and the verified request is read
+from there. The worker claims the entry like any attempt (fenced), looks for a run an earlier
+attempt may have started, then starts it. DevOps still unavailable → a new ticket with a
+longer delay; the last attempt, a refusal or an unreadable message → the poison queue with an
+ERROR line naming the model version. A live claim held by another attempt is waited for
+(the ticket comes back after the lease), never taken for a duplicate. Correct when the host
+runs it twice: a repeat finds the entry started, or claims and looks before posting.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
-from pydantic import ValidationError
-
-from devops.client import PipelineStarter
 from relay.decisions import log_decision
-from relay.ledger import DeliveryLedger, EntryState
-from relay.service import RetryQueue
-from webhook.errors import DependencyUnavailable, PipelineRejected, RelayError
-from webhook.routing import PipelineRunRequest
+from relay.ports import (
+    Claim,
+    Deadline,
+    DeliveryLedger,
+    DependencyUnavailable,
+    EntryState,
+    LedgerEntry,
+    PipelineStarter,
+    PoisonQueue,
+    RetryQueue,
+    RetryTicket,
+)
+from relay.run_attempt import attempt_run, record
 
-QUEUE_BASE_DELAY_SECONDS = 60.0
 QUEUE_MAX_DELAY_SECONDS = 3600.0
 
 
-class PoisonQueue(Protocol):
-    def poison(self, raw_message: str, *, reason: str) -> None: ...
-
-
-def queue_backoff(attempt: int, retry_after: float | None, *, jitter: Callable[[], float] = random.random) -> float:
-    """Delay before queue attempt ``attempt + 1``: 1, 2, 4 … 60 min (±25 %), or Retry-After."""
-    window = min(QUEUE_MAX_DELAY_SECONDS, QUEUE_BASE_DELAY_SECONDS * 2.0 ** (attempt - 1))
+def queue_backoff(
+    attempt: int, retry_after: float | None, *, base: float = 60.0, jitter: Callable[[], float] = random.random
+) -> float:
+    """Delay before queue attempt ``attempt + 1``: base, 2x, 4x … up to an hour (±25 %), or Retry-After."""
+    window = min(QUEUE_MAX_DELAY_SECONDS, base * 2.0 ** (attempt - 1))
     return max(retry_after or 0.0, window * (0.75 + 0.5 * float(jitter())))
 
 
 class RetryWorker:
-    """Processes one retry message; raises only if it cannot even record the outcome."""
+    """Processes one retry message; raises only when it cannot leave a durable trace."""
 
     def __init__(
         self,
@@ -47,58 +53,104 @@ class RetryWorker:
         queue: RetryQueue,
         poison: PoisonQueue,
         max_attempts: int,
-        backoff: Callable[[int, float | None], float] = queue_backoff,
+        deadline: float,
+        base_delay: float = 60.0,
+        max_dequeue_count: int = 5,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._starter = starter
         self._ledger = ledger
         self._queue = queue
         self._poison = poison
         self._max_attempts = max_attempts
-        self._backoff = backoff
+        self._deadline = deadline
+        self._base_delay = base_delay
+        self._max_dequeue_count = max_dequeue_count
+        self._clock = clock
 
-    def process(self, raw_message: str) -> str:
-        """Handle one message; returns the decision (triggered, duplicate, requeued, poisoned)."""
+    def process(self, raw_message: str, *, dequeue_count: int = 1) -> str:
+        """Handle one message; returns the decision.
+
+        Decisions: triggered, duplicate, refused, requeued, deferred, poisoned, done.
+
+        Raises:
+            DependencyUnavailable: nothing durable could be written; the host redelivers the
+                message (and, after ``maxDequeueCount``, parks it: the ERROR line says so).
+        """
         try:
-            document = json.loads(raw_message)
-            attempt = int(document["attempt"])
-            request = PipelineRunRequest.model_validate(document["request"])
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            self._poison.poison(raw_message, reason=f"unreadable retry message: {type(exc).__name__}")
-            log_decision("poisoned", level=logging.ERROR, detail="unreadable retry message")
+            ticket = RetryTicket.from_json(raw_message)
+        except ValueError as exc:
+            self._poison.poison(None, reason=f"unreadable retry message: {exc}", raw=raw_message)
+            log_decision("poisoned", level=logging.ERROR, detail=f"unreadable retry message: {exc}")
             return "poisoned"
-        return self._retry(request, attempt, raw_message)
-
-    def _retry(self, request: PipelineRunRequest, attempt: int, raw_message: str) -> str:
-        ids = request.correlation
-        claim = self._ledger.claim(request.idempotency_key, from_queue=True)
-        if not claim.won:
-            # Already started (a duplicate message), or a live attempt holds it: nothing to do.
-            log_decision("duplicate", ids, detail=f"retry skipped: {claim.entry.state.value}")
-            return "duplicate"
         try:
-            run = self._starter.start(request)
+            return self._process(ticket)
         except DependencyUnavailable as exc:
-            if attempt >= self._max_attempts:
-                return self._give_up(
-                    request, raw_message, f"still unavailable after {attempt} attempts: {exc.detail}", ids
-                )
-            self._queue.enqueue(request, attempt=attempt + 1, delay=self._backoff(attempt, float(exc.retry_after)))
-            self._ledger.record(request.idempotency_key, EntryState.QUEUED, detail=exc.detail)
-            log_decision("requeued", ids, level=logging.WARNING, detail=f"attempt {attempt}: {exc.detail}")
-            return "requeued"
-        except PipelineRejected as exc:
-            return self._give_up(request, raw_message, exc.detail, ids)
-        except RelayError as exc:
-            return self._give_up(request, raw_message, exc.detail, ids)
-        self._ledger.record(request.idempotency_key, EntryState.STARTED, run=run)
-        log_decision("triggered", ids, run_id=run.run_id, detail=f"from retry queue, attempt {attempt}")
-        return "triggered"
+            if dequeue_count >= self._max_dequeue_count:
+                log_decision("poisoned", _ticket_ids(ticket), level=logging.ERROR,
+                             detail=f"{_not_deployed(ticket)}: the host moves the message to the poison queue "
+                                    f"after {dequeue_count} deliveries: {exc.detail}")
+            raise
 
-    def _give_up(self, request: PipelineRunRequest, raw_message: str, reason: str, ids: Mapping[str, object]) -> str:
-        self._ledger.record(request.idempotency_key, EntryState.FAILED, detail=reason)
-        self._poison.poison(raw_message, reason=reason)
-        log_decision(
-            "poisoned", ids, level=logging.ERROR,
-            detail=f"model {request.model_name} version {request.version} was NOT deployed by rule "
-                   f"{request.rule}: {reason}")  # fmt: skip
+    def _process(self, ticket: RetryTicket) -> str:
+        result = self._ledger.claim_for_retry(ticket.key)
+        if result is None:
+            reason = "no ledger entry holds this delivery (expired, or not written by the relay)"
+            return self._give_up(ticket, None, reason)
+        if result.claim is None:
+            return self._not_ours(ticket, result.entry)
+        claim = result.claim
+        attempt = claim.attempts + 1
+        deadline = Deadline.after(self._deadline)
+        outcome = attempt_run(claim, starter=self._starter, ledger=self._ledger, deadline=deadline,
+                              source=f"retry queue, attempt {attempt}")
+        if outcome.status == "refused":
+            return self._give_up(ticket, outcome.claim, outcome.detail, already_recorded=True)
+        if outcome.error is None:
+            return outcome.status
+        if attempt >= self._max_attempts:
+            reason = f"still unavailable after {attempt} attempts: {outcome.error.detail}"
+            return self._give_up(ticket, outcome.claim, reason)
+        delay = queue_backoff(attempt, float(outcome.error.retry_after), base=self._base_delay)
+        self._queue.enqueue(RetryTicket.for_request(claim.request, attempt=attempt + 1,
+                                                    last_error=outcome.error.detail), delay=delay)
+        record(self._ledger, outcome.claim, EntryState.QUEUED, claim.request.correlation,
+               detail=outcome.error.detail, attempts=attempt)
+        log_decision("requeued", claim.request.correlation, level=logging.WARNING,
+                     detail=f"attempt {attempt}: {outcome.error.detail}; next in {delay:.0f} s")
+        return "requeued"
+
+    def _not_ours(self, ticket: RetryTicket, entry: LedgerEntry) -> str:
+        """The entry is finished, or another attempt holds it right now."""
+        ids = _ticket_ids(ticket)
+        if entry.state is EntryState.STARTED:
+            log_decision("duplicate", ids, run_id=entry.run.run_id if entry.run else None,
+                         detail="retry message for a started run")
+            return "duplicate"
+        if entry.state is EntryState.REFUSED:
+            log_decision("done", ids, detail=f"retry message for a refused run: {entry.detail}")
+            return "done"
+        # Someone holds it: come back once its lease can have run out, and never call it a duplicate.
+        delay = max(1.0, entry.claimed_at + self._ledger.lease - self._clock()) + 1.0
+        self._queue.enqueue(ticket, delay=delay)
+        log_decision("deferred", ids, detail=f"held by another attempt ({entry.state.value}); back in {delay:.0f} s")
+        return "deferred"
+
+    def _give_up(self, ticket: RetryTicket, claim: Claim | None, reason: str, *, already_recorded: bool = False) -> str:
+        """Park the run for an operator: poison message first, then the ledger, then ERROR."""
+        self._poison.poison(ticket, reason=reason)
+        ids = _ticket_ids(ticket)
+        if claim is not None:
+            ids = claim.request.correlation
+            if not already_recorded:
+                record(self._ledger, claim, EntryState.POISONED, ids, detail=reason)
+        log_decision("poisoned", ids, level=logging.ERROR, detail=f"{_not_deployed(ticket)}: {reason}")
         return "poisoned"
+
+
+def _ticket_ids(ticket: RetryTicket) -> Mapping[str, object]:
+    return {"delivery_id": ticket.delivery_id, "model": ticket.model, "version": ticket.version, "rule": ticket.rule}
+
+
+def _not_deployed(ticket: RetryTicket) -> str:
+    return f"model {ticket.model} version {ticket.version} was NOT deployed by rule {ticket.rule}"

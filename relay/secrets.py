@@ -1,30 +1,30 @@
-"""Where the webhook secret(s) and the DevOps PAT come from, and how long they are kept.
+"""The relay's secrets by role, cached, with one vault read in flight per secret.
 
-In Azure: Key Vault through the app's managed identity (``KeyVaultSecretSource``). Locally:
-the environment (``EnvironmentSecretSource``), with a warning. ``RelaySecrets`` caches values
-for a TTL so a burst of deliveries costs one vault read per secret per TTL.
+In Azure the source is Key Vault through the app's managed identity (``relay.keyvault``);
+locally, the environment (``EnvironmentSecretSource``), with a warning. Values are cached
+for a TTL, so a burst of deliveries costs one vault read per secret per TTL. While the vault
+is slow or down, a request waits at most ``wait`` seconds for the one read in flight and then
+answers 503; a failed read is remembered for a short back-off so an outage does not queue
+every request behind the vault.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
 
-from webhook.errors import ConfigurationError, SecretsUnavailable
+from relay.budgets import SECRET_FAILURE_MEMORY_SECONDS, SECRET_WAIT_SECONDS
+from relay.ports import DependencyUnavailable, SecretSource, SecretsUnavailable
+from webhook.errors import ConfigurationError
 
 log = logging.getLogger("relay.secrets")
 ROTATION_REFRESH_INTERVAL_SECONDS = 30.0
-
-
-class SecretSource(Protocol):
-    """Reads one secret by name; ``None`` when it does not exist."""
-
-    description: str
-
-    def get(self, name: str) -> str | None: ...
+# A secret found missing is looked up again this soon (an operator may be adding it now).
+MISSING_SECRET_RECHECK_SECONDS = 30.0
 
 
 class EnvironmentSecretSource:
@@ -39,58 +39,24 @@ class EnvironmentSecretSource:
         return self._environ.get(name) or None
 
 
-class KeyVaultSecretSource:
-    """Secrets from Azure Key Vault; the ``SecretClient`` is built on first use.
+@dataclass
+class _Slot:
+    """What is known about one secret: its value, its last failure, the read in flight."""
 
-    Args:
-        client_factory: returns an ``azure.keyvault.secrets.SecretClient`` (injected so
-            tests can pass one wired to a fake transport).
-    """
-
-    description = "Key Vault"
-
-    def __init__(self, client_factory: Callable[[], Any]) -> None:
-        self._factory = client_factory
-        self._client: Any = None
-
-    def get(self, name: str) -> str | None:
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceNotFoundError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
-
-        if self._client is None:
-            self._client = self._factory()
-        try:
-            value = self._client.get_secret(name).value
-        except ResourceNotFoundError:
-            return None
-        except ClientAuthenticationError as exc:
-            raise SecretsUnavailable(
-                f"Key Vault: the managed identity could not authenticate ({type(exc).__name__})"
-            ) from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 403:
-                raise SecretsUnavailable(
-                    f"Key Vault denied reading secret {name!r}: grant the app's identity the "
-                    "'Key Vault Secrets User' role on the vault"
-                ) from exc
-            raise SecretsUnavailable(f"Key Vault answered HTTP {exc.status_code}") from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            # ServiceResponseError: a read timeout or a dropped connection, as transient as a refused one.
-            raise SecretsUnavailable(f"Key Vault unreachable ({type(exc).__name__})") from exc
-        return str(value) if value else None
+    value: str | None = None
+    fetched_at: float = -math.inf
+    failure: DependencyUnavailable | None = None
+    failed_at: float = -math.inf
+    inflight: threading.Event | None = None
 
 
 class RelaySecrets:
-    """The relay's secrets by role, cached for ``ttl`` seconds (thread-safe).
+    """Secrets by role (thread-safe).
 
     Args:
         webhook_name / previous_name / pat_name: names in the source (Key Vault secret
             names, or environment variable names locally).
+        wait: how long a request waits for a read in flight before answering 503.
     """
 
     def __init__(
@@ -101,6 +67,8 @@ class RelaySecrets:
         previous_name: str | None,
         pat_name: str,
         ttl: float,
+        wait: float = SECRET_WAIT_SECONDS,
+        failure_memory: float = SECRET_FAILURE_MEMORY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
@@ -108,22 +76,66 @@ class RelaySecrets:
         self._previous_name = previous_name
         self._pat_name = pat_name
         self._ttl = ttl
+        self._wait = wait
+        self._failure_memory = failure_memory
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[str | None, float]] = {}
-        self._last_rotation_refresh = float("-inf")
+        self._slots: dict[str, _Slot] = {}
+        self._last_rotation_refresh = -math.inf
         self.reads = 0
+
+    @property
+    def source_description(self) -> str:
+        return self._source.description
+
+    def _fresh(self, slot: _Slot, now: float) -> bool:
+        ttl = self._ttl if slot.value is not None else min(self._ttl, MISSING_SECRET_RECHECK_SECONDS)
+        return now - slot.fetched_at < ttl
 
     def _get(self, name: str) -> str | None:
         with self._lock:
-            cached = self._cache.get(name)
+            slot = self._slots.setdefault(name, _Slot())
             now = self._clock()
-            if cached is not None and now - cached[1] < self._ttl:
-                return cached[0]
+            if self._fresh(slot, now):
+                return slot.value
+            if slot.failure is not None and now - slot.failed_at < self._failure_memory:
+                left = math.ceil(self._failure_memory - (now - slot.failed_at))
+                raise SecretsUnavailable(slot.failure.detail, retry_after=max(left, 1))
+            if slot.inflight is None:
+                slot.inflight = threading.Event()
+                threading.Thread(target=self._fetch, args=(name, slot), daemon=True, name="relay-secret").start()
+            done = slot.inflight
+        if not done.wait(self._wait):
+            raise SecretsUnavailable(
+                f"{self._source.description} has not answered for secret {name!r} within {self._wait:g} s",
+                retry_after=5,
+            )
+        with self._lock:
+            if slot.failure is not None and slot.failed_at >= slot.fetched_at:
+                raise SecretsUnavailable(slot.failure.detail, retry_after=slot.failure.retry_after)
+            return slot.value
+
+    def _fetch(self, name: str, slot: _Slot) -> None:
+        """The one read in flight for ``name``; its outcome lands in ``slot``."""
+        try:
             value = self._source.get(name)
+        except DependencyUnavailable as exc:
+            failure: DependencyUnavailable | None = exc
+        except Exception as exc:  # a bug in a source must not leave waiters hanging
+            log.exception("secret read crashed for %r", name)
+            failure = SecretsUnavailable(f"reading secret {name!r} failed ({type(exc).__name__})")
+        else:
+            failure = None
+        with self._lock:
+            now = self._clock()
             self.reads += 1
-            self._cache[name] = (value, now)
-            return value
+            if failure is None:
+                slot.value, slot.fetched_at, slot.failure = value, now, None
+            else:
+                slot.failure, slot.failed_at = failure, now
+            event, slot.inflight = slot.inflight, None
+        if event is not None:
+            event.set()
 
     def _required(self, name: str, role: str) -> str:
         value = self._get(name)
@@ -136,7 +148,7 @@ class RelaySecrets:
 
         Raises:
             ConfigurationError: the current secret does not exist.
-            SecretsUnavailable: the source could not be read.
+            SecretsUnavailable: the source could not be read in time.
         """
         secrets = [self._required(self._webhook_name, "webhook")]
         if self._previous_name:
@@ -157,8 +169,8 @@ class RelaySecrets:
                 return False
             self._last_rotation_refresh = now
             for name in (self._webhook_name, self._previous_name):
-                if name:
-                    self._cache.pop(name, None)
+                if name and name in self._slots:
+                    self._slots[name].fetched_at = -math.inf
             return True
 
     def devops_pat(self) -> str:
@@ -167,4 +179,5 @@ class RelaySecrets:
 
     def invalidate_devops_pat(self) -> None:
         with self._lock:
-            self._cache.pop(self._pat_name, None)
+            if self._pat_name in self._slots:
+                self._slots[self._pat_name].fetched_at = -math.inf

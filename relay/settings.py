@@ -11,26 +11,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from relay.budgets import HostQueueSettings, TimeBudgets, derive_budgets, host_queue_settings
 from webhook.errors import ConfigurationError
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
-class Settings(BaseModel):
-    """Every setting the relay reads; field aliases are the app-setting names."""
+class SecretSettings(BaseModel):
+    """Where the secrets are: all a tool that only needs a secret reads."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
-
-    devops_org_url: str = Field(alias="DEVOPS_ORG_URL")
-    devops_project: str = Field(alias="DEVOPS_PROJECT", min_length=1)
-    devops_auth: Literal["pat", "managed-identity"] = Field("pat", alias="DEVOPS_AUTH")
-    devops_deadline_seconds: float = Field(20.0, alias="DEVOPS_DEADLINE_SECONDS", gt=0, le=200)
-    devops_ca_bundle: str | None = Field(None, alias="DEVOPS_CA_BUNDLE")
 
     key_vault_url: str | None = Field(None, alias="KEY_VAULT_URL")
     azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
@@ -43,27 +38,6 @@ class Settings(BaseModel):
     webhook_secret: str | None = Field(None, alias="WEBHOOK_SECRET", repr=False)
     webhook_previous_secret: str | None = Field(None, alias="WEBHOOK_PREVIOUS_SECRET", repr=False)
     devops_pat: str | None = Field(None, alias="DEVOPS_PAT", repr=False)
-
-    webhook_max_age_seconds: float = Field(600.0, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
-    routes_file: Path = Field(APP_ROOT / "routes.yaml", alias="ROUTES_FILE")
-    dry_run: bool = Field(False, alias="RELAY_DRY_RUN")
-
-    # Idempotency ledger and durable retry queue, in the Function App's own storage account.
-    storage_connection_string: str | None = Field(None, alias="AzureWebJobsStorage", repr=False)
-    storage_account_name: str | None = Field(None, alias="AzureWebJobsStorage__accountName")
-    storage_table_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
-    storage_queue_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
-    idempotency_table: str = Field("relaydeliveries", alias="IDEMPOTENCY_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
-    idempotency_retention_days: float = Field(7.0, alias="IDEMPOTENCY_RETENTION_DAYS", gt=0)
-    retry_max_attempts: int = Field(8, alias="RETRY_MAX_ATTEMPTS", ge=1, le=50)
-
-    @field_validator("devops_org_url")
-    @classmethod
-    def _https_org_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith("https://") or len(value) <= len("https://"):
-            raise ValueError("must be an https:// URL, e.g. https://dev.azure.com/contoso")
-        return value
 
     @field_validator("key_vault_url")
     @classmethod
@@ -82,10 +56,53 @@ class Settings(BaseModel):
             )
         return value
 
+
+class Settings(SecretSettings):
+    """Every setting the relay reads; field aliases are the app-setting names."""
+
+    devops_org_url: str = Field(alias="DEVOPS_ORG_URL")
+    devops_project: str = Field(alias="DEVOPS_PROJECT", min_length=1)
+    devops_auth: Literal["pat", "managed-identity"] = Field("pat", alias="DEVOPS_AUTH")
+    devops_deadline_seconds: float = Field(20.0, alias="DEVOPS_DEADLINE_SECONDS", gt=0)
+    devops_ca_bundle: str | None = Field(None, alias="DEVOPS_CA_BUNDLE")
+
+    webhook_max_age_seconds: float = Field(600.0, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
+    routes_file: Path = Field(APP_ROOT / "routes.yaml", alias="ROUTES_FILE")
+    dry_run: bool = Field(False, alias="RELAY_DRY_RUN")
+
+    # Idempotency ledger and durable retry queue, in the Function App's own storage account.
+    storage_connection_string: str | None = Field(None, alias="AzureWebJobsStorage", repr=False)
+    storage_account_name: str | None = Field(None, alias="AzureWebJobsStorage__accountName")
+    storage_table_uri: str | None = Field(None, alias="AzureWebJobsStorage__tableServiceUri")
+    storage_queue_uri: str | None = Field(None, alias="AzureWebJobsStorage__queueServiceUri")
+    idempotency_table: str = Field("relaydeliveries", alias="IDEMPOTENCY_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+    idempotency_retention_days: float = Field(7.0, alias="IDEMPOTENCY_RETENTION_DAYS", gt=0)
+    retry_max_attempts: int = Field(8, alias="RETRY_MAX_ATTEMPTS", ge=1, le=50)
+    retry_base_delay_seconds: float = Field(60.0, alias="RETRY_BASE_DELAY_SECONDS", ge=1, le=3600)
+    # Must agree with host.json's queues.visibilityTimeout when both are given (read from there otherwise).
+    queue_visibility_timeout_seconds: float | None = Field(None, alias="QUEUE_VISIBILITY_TIMEOUT_SECONDS", gt=0)
+
+    @field_validator("devops_org_url")
+    @classmethod
+    def _https_org_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL, e.g. https://dev.azure.com/contoso")
+        return value
+
     @field_validator("routes_file")
     @classmethod
     def _relative_to_app_root(cls, value: Path) -> Path:
         return value if value.is_absolute() else APP_ROOT / value
+
+    @property
+    def budgets(self) -> TimeBudgets:
+        """The lease and the deadlines (checked by ``settings_from_env``)."""
+        return resolve_budgets(self)
+
+    @property
+    def host_queues(self) -> HostQueueSettings:
+        return host_queue_settings(APP_ROOT / "host.json") or HostQueueSettings()
 
     @property
     def uses_key_vault(self) -> bool:
@@ -94,24 +111,58 @@ class Settings(BaseModel):
     @property
     def uses_storage(self) -> bool:
         return bool(
-            self.storage_connection_string or self.storage_account_name
+            self.storage_connection_string
+            or self.storage_account_name
             or (self.storage_table_uri and self.storage_queue_uri)
-        )  # fmt: skip
+        )
 
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 # Every app setting the relay reads, derived from the model (tests start from none of them set).
 SETTING_NAMES = frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+
+
+def resolve_budgets(settings: Settings, *, host_json: Path | None = None) -> TimeBudgets:
+    """The time budgets for ``settings``, with host.json's visibility timeout.
+
+    Raises:
+        ConfigurationError: the setting and host.json disagree, or the lease outlasts the timeout.
+    """
+    host = host_queue_settings(host_json or APP_ROOT / "host.json")
+    from_host = host.visibility_timeout if host else None
+    configured = settings.queue_visibility_timeout_seconds
+    if configured is not None and from_host is not None and configured != from_host:
+        raise ConfigurationError(
+            f"setting QUEUE_VISIBILITY_TIMEOUT_SECONDS={configured:g} disagrees with host.json's "
+            f"queues.visibilityTimeout ({from_host:g} s); the host uses host.json: make them equal"
+        )
+    visibility = configured if configured is not None else from_host
+    if visibility is None:
+        raise ConfigurationError("host.json not found: set QUEUE_VISIBILITY_TIMEOUT_SECONDS to its visibilityTimeout")
+    return derive_budgets(deadline=settings.devops_deadline_seconds, visibility_timeout=visibility)
 
 
 def settings_from_env(environ: Mapping[str, str]) -> Settings:
     """Build settings from an environment mapping (empty values count as unset).
 
     Raises:
-        ConfigurationError: naming each missing or invalid setting.
+        ConfigurationError: naming each missing or invalid setting, or budgets that do not add up.
     """
+    settings = _validated(Settings, environ)
+    resolve_budgets(settings)
+    return settings
+
+
+def secret_settings_from_env(environ: Mapping[str, str]) -> SecretSettings:
+    """Only the secret settings (tools that need a secret and nothing else). Raises like above."""
+    return _validated(SecretSettings, environ)
+
+
+def _validated(model: type[_Model], environ: Mapping[str, str]) -> _Model:
     values = {k: v for k, v in environ.items() if k in SETTING_NAMES and v.strip()}
     try:
-        return Settings.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.azurite import Azurite, acquire_shared, release_shared
-from tests.faults.scenarios import RelayHarness
+from standins.azurite import Azurite, acquire_shared, release_shared
+from standins.harness import RelayHarness
 
 
 @pytest.fixture(scope="session")

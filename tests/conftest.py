@@ -189,7 +189,7 @@ def deliveries() -> Deliveries:
 def webhook_function() -> Callable[..., Any]:
     """The HTTP function's user function, from ``app.get_functions()`` (called once, cached)."""
     import function_app
-    from relay.local_host import registered_functions
+    from relay_tools.local_host import registered_functions
 
     for function in registered_functions(function_app.app):
         trigger = function.get_trigger()
@@ -201,7 +201,7 @@ def webhook_function() -> Callable[..., Any]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """No relay setting in the environment, and no cached relay before or after."""
-    from relay.app import reset_relay
+    from relay.composition import reset_relay
 
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)

@@ -5,11 +5,12 @@ Verification always runs over the raw bytes before any JSON is decoded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from webhook.errors import AuthenticationFailed
+from webhook.errors import AuthenticationFailed, MethodNotAllowed, PayloadTooLarge
 from webhook.events import RegistryEvent, parse_databricks_event, parse_mlflow_event
 from webhook.signatures import check_freshness, verify_databricks_signature, verify_mlflow_signature
 
@@ -17,11 +18,22 @@ DATABRICKS_SIGNATURE = "x-databricks-signature"
 MLFLOW_SIGNATURE = "x-mlflow-signature"
 MLFLOW_DELIVERY_ID = "x-mlflow-delivery-id"
 MLFLOW_TIMESTAMP = "x-mlflow-timestamp"
+MAX_BODY_BYTES = 64 * 1024
 
 
 class Sender(StrEnum):
     DATABRICKS = "databricks"
     MLFLOW = "mlflow"
+
+
+def sender_of_body(body: bytes) -> Sender:
+    """Which sender's format a body is in, by its shape (for tools that have no headers)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return Sender.DATABRICKS
+    is_mlflow = isinstance(document, dict) and "entity" in document and "action" in document
+    return Sender.MLFLOW if is_mlflow else Sender.DATABRICKS
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,18 @@ class Delivery:
     @classmethod
     def from_http(cls, headers: Mapping[str, str], body: bytes) -> Delivery:
         return cls({k.lower(): v for k, v in headers.items()}, body)
+
+    def precheck(self, method: str) -> None:
+        """The checks that need no configuration: POST, a bounded body, a signature header.
+
+        Raises:
+            MethodNotAllowed, PayloadTooLarge, AuthenticationFailed (unsigned).
+        """
+        if method.upper() != "POST":
+            raise MethodNotAllowed(f"method {method.upper()!r} not allowed; webhooks are delivered with POST")
+        if len(self.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body is {len(self.body)} bytes; the limit is {MAX_BODY_BYTES}")
+        _ = self.sender
 
     @property
     def sender(self) -> Sender:

@@ -8,16 +8,18 @@
     │   └── AuthenticationFailed    401  missing, malformed or wrong signature
     │       └── StaleEvent          401  signed timestamp outside the freshness window
     ├── ConfigurationError          500  a missing/invalid setting, rules file or secret
-    ├── PipelineRejected            502  Azure DevOps refused the run (4xx, sign-in page, ...)
-    └── DependencyUnavailable       503  transient: Azure DevOps, Key Vault or identity; has retry_after
-        ├── DevOpsUnavailable       503
-        ├── SecretsUnavailable      503  Key Vault or the managed identity
-        └── StorageUnavailable      503  the delivery ledger or the retry queue
+    │                                    (the answer is generic; the log names it)
+    └── (relay.ports)                    what the adapters behind the ports raise:
+        ├── PipelineRejected        424  Azure DevOps refused the run (4xx, sign-in page, ...)
+        ├── ClaimLost               500  a ledger entry moved on under its holder (fencing)
+        └── DependencyUnavailable   503  transient; carries retry_after
+            ├── DevOpsUnavailable
+            ├── SecretsUnavailable       Key Vault or the managed identity
+            └── StorageUnavailable       the delivery ledger or the retry queue
 
-Catch ``RequestRejected`` for client errors, ``DependencyUnavailable`` for anything worth
-retrying later, and ``RelayError`` at the single place that turns errors into answers
-(``relay.responses``). Messages are safe to show to the sender: they never hold a secret
-or a request body.
+The core (``webhook/``) raises only the request errors and ``ConfigurationError``; the
+dependency errors live with the ports they belong to. ``relay.answers`` is the single place
+that turns any of them into an answer. Messages never hold a secret or a request body.
 """
 
 from __future__ import annotations
@@ -65,31 +67,3 @@ class ConfigurationError(RelayError):
     """The operator's configuration is wrong: a setting, the rules file, or a secret."""
 
     status = HTTPStatus.INTERNAL_SERVER_ERROR
-
-
-class PipelineRejected(RelayError):
-    """Azure DevOps answered, and refused: retrying the same request will not help."""
-
-    status = HTTPStatus.BAD_GATEWAY
-
-
-class DependencyUnavailable(RelayError):
-    """A dependency is down or throttling; the sender should retry after ``retry_after`` s."""
-
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-
-    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
-        super().__init__(detail)
-        self.retry_after = max(1, int(retry_after))
-
-
-class DevOpsUnavailable(DependencyUnavailable):
-    pass
-
-
-class SecretsUnavailable(DependencyUnavailable):
-    pass
-
-
-class StorageUnavailable(DependencyUnavailable):
-    pass

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.standins.databricks import fake_workspace
+from standins.databricks import fake_workspace
 
 mlflow = pytest.importorskip("mlflow")
 

@@ -14,7 +14,7 @@ import respx
 from devops.auth import AZURE_DEVOPS_SCOPE, EntraTokenAuth, PatAuth
 from devops.client import AzureDevOpsClient, DryRunStarter, PipelineRun, run_request_body
 from devops.retry import RetryPolicy, parse_retry_after
-from webhook.errors import DevOpsUnavailable, PipelineRejected, SecretsUnavailable
+from relay.ports import DevOpsUnavailable, PipelineRejected, SecretsUnavailable
 from webhook.routing import PipelineRunRequest
 
 ORG = "https://dev.azure.com/contoso"

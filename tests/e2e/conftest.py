@@ -5,7 +5,7 @@
   ``mlflow_client``: an ``MlflowClient`` on it that deletes the webhooks the test created.
 - ``devops_standin``: the TLS Azure DevOps stand-in (``tests/standins/devops.py``), per test.
 - ``start_relay``: serves the *registered* functions of ``function_app.app`` on loopback
-  (``relay.local_host.LocalFunctionsHost``) with a local-development environment pointing at the
+  (``relay_tools.local_host.LocalFunctionsHost``) with a local-development environment pointing at the
   stand-in, and records every answer the relay gives (``RelayAnswers``).
 - ``wait_for``: bounded polling with a failure message that shows what was seen.
 
@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.standins.devops import DevOpsStandIn
+from standins.devops import DevOpsStandIn
 
 MLFLOW_STARTUP_TIMEOUT_SECONDS = 90.0
 RELAY_ROUTE = "MLflowWebHookTransition"
@@ -315,8 +315,8 @@ def start_relay(
     app settings (e.g. ``WEBHOOK_MAX_AGE_SECONDS="30"``). Stopped and reset after the test.
     """
     import function_app
-    from relay.app import reset_relay
-    from relay.local_host import LocalFunctionsHost
+    from relay.composition import reset_relay
+    from relay_tools.local_host import LocalFunctionsHost
 
     hosts: list[LocalFunctionsHost] = []
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.standins.devops import RELAY_DEFAULT_PARAMETERS, DevOpsStandIn, StartedRun
+from standins.devops import RELAY_DEFAULT_PARAMETERS, DevOpsStandIn, StartedRun
 
 if TYPE_CHECKING:  # the fixtures' types; pytest has already imported conftest itself
     from mlflow import MlflowClient

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken
 
-import relay.app
-from tests.faults.scenarios import RelayHarness, databricks_delivery, mlflow_delivery
+import relay.composition
+from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery
 
 pytestmark = pytest.mark.azurite
 
@@ -39,7 +39,7 @@ def _closed_port() -> int:
 def test_unreachable_key_vault_answers_503_with_retry_after(
     harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch, make_delivery: Callable[[], Any]
 ) -> None:
-    monkeypatch.setattr(relay.app, "azure_credential", lambda client_id: StaticCredential())
+    monkeypatch.setattr(relay.composition, "azure_credential", lambda client_id: StaticCredential())
     vault = harness(settings={"KEY_VAULT_URL": f"https://127.0.0.1:{_closed_port()}"})
     started = time.monotonic()
     answer = vault.post(make_delivery())

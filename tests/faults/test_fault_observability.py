@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.scenarios import (
+from standins.devops import Fault, no_faults
+from standins.harness import (
     DEVOPS_PAT,
     WEBHOOK_SECRET,
     RelayHarness,
     databricks_delivery,
     mlflow_delivery,
 )
-from tests.standins.devops import Fault, no_faults
 
 pytestmark = pytest.mark.azurite
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.faults.scenarios import (
+from standins.harness import (
     RULES_PER_EVENT,
     Figures,
     RelayHarness,

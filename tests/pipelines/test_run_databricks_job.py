@@ -17,8 +17,8 @@ from pipelines.run_databricks_job import (
     request_from_env,
     run_and_wait,
 )
-from tests.standins.databricks import DATABRICKS_HOST as HOST
-from tests.standins.databricks import fake_workspace
+from standins.databricks import DATABRICKS_HOST as HOST
+from standins.databricks import fake_workspace
 
 DELIVERY = "1bfda340-c7cc-47c8-857a-e51a449e2e3d"
 ENV = {

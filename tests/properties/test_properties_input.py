@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from devops.client import DryRunStarter
 from relay.ledger import InMemoryLedger
 from relay.secrets import EnvironmentSecretSource, RelaySecrets
-from relay.service import MAX_BODY_BYTES, RelayService
+from relay.service import RelayService
+from webhook.delivery import MAX_BODY_BYTES
 from webhook.routing import parse_rules
 from webhook.signatures import sign_databricks, sign_mlflow
 

@@ -18,8 +18,10 @@ import responses
 from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets import SecretClient
 
-from relay.secrets import KeyVaultSecretSource, RelaySecrets
-from webhook.errors import ConfigurationError, SecretsUnavailable
+from relay.ports import SecretsUnavailable
+from relay.keyvault import KeyVaultSecretSource
+from relay.secrets import RelaySecrets
+from webhook.errors import ConfigurationError
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CHALLENGE = f'Bearer authorization="https://login.microsoftonline.com/{TENANT}", resource="https://vault.azure.net"'

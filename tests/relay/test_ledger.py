@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from devops.client import PipelineRun
+from relay.ports import PipelineRun
 from relay.ledger import EntryState, InMemoryLedger, LedgerTiming
 
 RUN = PipelineRun("production", 13, 4711, "https://web/4711")

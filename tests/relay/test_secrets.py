@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from relay.ports import SecretsUnavailable
 from relay.secrets import ROTATION_REFRESH_INTERVAL_SECONDS, EnvironmentSecretSource, RelaySecrets
-from webhook.errors import ConfigurationError, SecretsUnavailable
+from webhook.errors import ConfigurationError
 
 
 class CountingSource:

@@ -6,11 +6,13 @@ import logging
 
 import pytest
 
-from devops.client import PipelineRun
+from relay.ports import PipelineRun
 from relay.ledger import InMemoryLedger
+from relay.ports import DevOpsUnavailable, PipelineRejected, StorageUnavailable
 from relay.secrets import RelaySecrets
-from relay.service import MAX_BODY_BYTES, RelayService
-from webhook.errors import ConfigurationError, DevOpsUnavailable, PipelineRejected, StorageUnavailable
+from relay.service import RelayService
+from webhook.delivery import MAX_BODY_BYTES
+from webhook.errors import ConfigurationError
 from webhook.routing import parse_rules
 
 RULES = parse_rules("""

@@ -97,10 +97,10 @@ class TestImportIsSideEffectFree:
             socket.getaddrinfo = refuse
 
             import function_app
-            import relay.app
+            import relay.composition
 
             assert function_app.app is not None
-            assert relay.app._relay is None, "the relay was built at import time"
+            assert relay.composition._relay is None, "the relay was built at import time"
             print("imported")
         """)
         result = subprocess.run([sys.executable, "-c", guard], env={}, cwd=tmp_path, capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.azurite import Azurite, AzuriteMissing, start_azurite
+from standins.azurite import Azurite, AzuriteMissing, start_azurite
 
 pytestmark = pytest.mark.azurite
 

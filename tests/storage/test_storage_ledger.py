@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from devops.client import PipelineRun
+from relay.ports import PipelineRun
 from relay.ledger import EntryState, LedgerTiming
+from relay.ports import StorageUnavailable
 from relay.settings import settings_from_env
 from relay.storage import TableLedger, azurite_connection_string, storage_clients
-from tests.azurite import Azurite
-from webhook.errors import StorageUnavailable
+from standins.azurite import Azurite
 
 pytestmark = pytest.mark.azurite
 

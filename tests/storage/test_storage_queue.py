@@ -19,9 +19,9 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Decod
 
 from relay.names import RETRY_QUEUE_NAME
 from relay.storage import StorageQueueRetry, azurite_connection_string
-from tests.azurite import Azurite
-from tests.faults.scenarios import RelayHarness, databricks_delivery, mlflow_delivery, registered_function
-from tests.standins.devops import Fault, no_faults
+from standins.azurite import Azurite
+from standins.devops import Fault, no_faults
+from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery, registered_function
 from webhook.routing import PipelineRunRequest
 
 pytestmark = pytest.mark.azurite
@@ -183,7 +183,7 @@ class TestRetryFunction:
 
 def test_retry_queue_name_matches_the_trigger_binding() -> None:
     import function_app
-    from relay.local_host import registered_functions
+    from relay_tools.local_host import registered_functions
 
     [retry] = [f for f in registered_functions(function_app.app) if f.get_function_name() == "RetryPipelineRun"]
     binding = retry.get_trigger().get_dict_repr()

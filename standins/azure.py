@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.standins.http import StandInHandler
-from tests.standins.tls import LoopbackTLS
+from standins.http import StandInHandler
+from standins.tls import LoopbackTLS
 
 TENANT_ID = "00000000-0000-0000-0000-0000000000b1"
 IDENTITY_HEADER = "bench-identity-header"

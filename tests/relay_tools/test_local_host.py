@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 import function_app
-from relay.local_host import LocalFunctionsHost
+from relay_tools.local_host import LocalFunctionsHost
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from devops.client import AzureDevOpsClient, run_request_body
-from relay.cli import main
+from relay_tools.cli import main
 from webhook.routing import PipelineRunRequest
 from webhook.signatures import verify_databricks_signature, verify_mlflow_signature
 

@@ -9,7 +9,7 @@ how many were expected, and how many were lost or duplicated.
 
 One compression of time, stated in every figure set: the retry queue's visibility delays (30 s
 to an hour in production) are capped at ``visibility_cap`` seconds by lowering
-``relay.storage.MAX_VISIBILITY_SECONDS``; everything else (deadlines, backoff, Retry-After) is
+``relay.retry_queue.MAX_VISIBILITY_SECONDS``; everything else (deadlines, backoff, Retry-After) is
 the relay's real policy.
 """
 
@@ -35,13 +35,13 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
-import relay.app
-import relay.storage
-from relay.app import reset_relay
-from relay.local_host import LocalFunctionsHost, registered_functions
+import relay.composition
+import relay.retry_queue
+from relay.composition import reset_relay
 from relay.names import RETRY_QUEUE_NAME
 from relay.settings import SETTING_NAMES
-from tests.standins.devops import DevOpsStandIn, Fault, FaultPlan, no_faults, random_faults
+from relay_tools.local_host import LocalFunctionsHost, registered_functions
+from standins.devops import DevOpsStandIn, Fault, FaultPlan, no_faults, random_faults
 from webhook.signatures import mlflow_signed_headers, sign_databricks
 
 WEBHOOK_SECRET = "whsec-fault-suite-3b8e61d0c2a94f57"
@@ -186,7 +186,7 @@ class RelayHarness:
             **({"AzureWebJobsStorage": storage} if storage else {}), **(settings or {}),
         }  # fmt: skip
         self._saved_env: dict[str, str | None] = {}
-        self._saved_cap = relay.storage.MAX_VISIBILITY_SECONDS
+        self._saved_cap = relay.retry_queue.MAX_VISIBILITY_SECONDS
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> RelayHarness:
@@ -196,7 +196,7 @@ class RelayHarness:
         for name in SETTING_NAMES:
             self._saved_env[name] = os.environ.pop(name, None)
         os.environ.update(values)
-        relay.storage.MAX_VISIBILITY_SECONDS = self.visibility_cap
+        relay.retry_queue.MAX_VISIBILITY_SECONDS = self.visibility_cap
         reset_relay()
         if self.storage:
             for name in (RETRY_QUEUE_NAME, f"{RETRY_QUEUE_NAME}-poison"):
@@ -205,7 +205,7 @@ class RelayHarness:
 
     def __exit__(self, *exc: object) -> None:
         reset_relay()
-        relay.storage.MAX_VISIBILITY_SECONDS = self._saved_cap
+        relay.retry_queue.MAX_VISIBILITY_SECONDS = self._saved_cap
         for name, value in self._saved_env.items():
             os.environ.pop(name, None)
             if value is not None:
@@ -392,15 +392,16 @@ def key_vault_outage(harness: RelayHarness, *, ttl: float = 300.0) -> Figures:
     """Secrets read once from Key Vault (the real ``KeyVaultSecretSource`` over a vault double),
     then the vault becomes unreachable: cached secrets keep serving until ``ttl`` passes on the
     secrets' clock, then the relay answers 503 with Retry-After and starts nothing."""
-    from relay.secrets import KeyVaultSecretSource, RelaySecrets
+    from relay.keyvault import KeyVaultSecretSource
+from relay.secrets import RelaySecrets
 
     figures = Figures("Key Vault unreachable (warm cache)")
     vault = FakeVault({"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT})
     clock = ManualClock()
     secrets = RelaySecrets(KeyVaultSecretSource(lambda: vault), webhook_name="mlflow-webhook-secret",
                            previous_name=None, pat_name="devops-pat", ttl=ttl, clock=clock)  # fmt: skip
-    original = relay.app.build_secrets
-    relay.app.build_secrets = lambda settings: secrets
+    original = relay.composition.build_secrets
+    relay.composition.build_secrets = lambda settings: secrets
     reset_relay()
     started = time.monotonic()
     try:
@@ -415,7 +416,7 @@ def key_vault_outage(harness: RelayHarness, *, ttl: float = 300.0) -> Figures:
             answer = figures.record(harness.post(mlflow_delivery(version=version)))
             figures.notes.append(f"after TTL: {answer.status} Retry-After={answer.headers.get('Retry-After')}")
     finally:
-        relay.app.build_secrets = original
+        relay.composition.build_secrets = original
         reset_relay()
     figures.wall_seconds = time.monotonic() - started
     figures.count_runs(harness.standin, expected_runs(served))

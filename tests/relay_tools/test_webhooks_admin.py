@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import pytest
 import responses
 
-from relay.webhooks_admin import add_webhooks_parser, default_backend
-from tests.standins.databricks import DATABRICKS_HOST as HOST
-from tests.standins.databricks import fake_workspace
+from relay_tools.webhooks_admin import add_webhooks_parser, default_backend
+from standins.databricks import DATABRICKS_HOST as HOST
+from standins.databricks import fake_workspace
 from webhook.signatures import verify_mlflow_signature
 
 SECRET = "whsec-admin-unit-9c1e"
@@ -130,7 +130,7 @@ class TestMlflowWebhooks:
 
 
 def databricks_backend(args: argparse.Namespace) -> Any:
-    from relay.webhooks_admin import DatabricksWebhooks
+    from relay_tools.webhooks_admin import DatabricksWebhooks
 
     return DatabricksWebhooks(fake_workspace())
 

@@ -73,8 +73,8 @@ def run_demo(*, port: int = 0) -> int:
     for name in ("KEY_VAULT_URL", "ROUTES_FILE", "AzureWebJobsStorage", "AzureWebJobsStorage__accountName"):
         os.environ.pop(name, None)
     from function_app import app
-    from relay.app import reset_relay
-    from relay.local_host import LocalFunctionsHost
+    from relay.composition import reset_relay
+    from relay_tools.local_host import LocalFunctionsHost
 
     reset_relay()
     server = LocalFunctionsHost(app, "127.0.0.1", port)

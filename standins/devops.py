@@ -24,8 +24,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.standins.http import StandInHandler
-from tests.standins.tls import LoopbackTLS, make_loopback_tls
+from standins.http import StandInHandler
+from standins.tls import LoopbackTLS, make_loopback_tls
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
     {"model_name", "model_version", "event", "from_stage", "to_stage", "alias", "delivery_id"}

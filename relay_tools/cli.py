@@ -15,19 +15,12 @@ from typing import Any
 from relay.settings import APP_ROOT
 
 
-def _webhook_secret_from_env() -> str:
-    secret = os.environ.get("WEBHOOK_SECRET", "")
-    if not secret:
-        raise SystemExit("set WEBHOOK_SECRET to the webhook secret (it is never printed)")
-    return secret
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Host function_app's registered functions on 127.0.0.1:7071 until interrupted."""
     if args.dry_run:
         os.environ["RELAY_DRY_RUN"] = "true"
     from function_app import app
-    from relay.local_host import LocalFunctionsHost
+    from relay_tools.local_host import LocalFunctionsHost
 
     server = LocalFunctionsHost(app, args.host, args.port)
     routes = ", ".join(f"{server.base_url}/api/{f.route}" for f in server.functions.values())
@@ -45,23 +38,16 @@ def _load_payload(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def _is_mlflow_body(body: bytes) -> bool:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(document, dict) and "entity" in document and "action" in document
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the matching rules and the exact run requests for a payload, sending nothing."""
     from devops.client import API_VERSION, run_request_body, runs_endpoint
-    from relay.app import load_rules_file
+    from relay.composition import load_rules_file
+    from webhook.delivery import Sender, sender_of_body
     from webhook.events import parse_databricks_event, parse_mlflow_event
     from webhook.routing import route_event
 
     body = _load_payload(args.payload)
-    if _is_mlflow_body(body):
+    if sender_of_body(body) is Sender.MLFLOW:
         event = parse_mlflow_event(body, delivery_id=args.delivery_id or "explain-" + uuid.uuid4().hex)
     else:
         event = parse_databricks_event(body)
@@ -85,11 +71,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Print the signature header(s) for a payload file, using WEBHOOK_SECRET."""
+    from relay_tools.webhook_secret import read_webhook_secret
+    from webhook.delivery import sender_of_body
     from webhook.signatures import sign_databricks, sign_mlflow
 
     body = _load_payload(args.payload)
-    secret = _webhook_secret_from_env()
-    fmt = args.format or ("mlflow" if _is_mlflow_body(body) else "databricks")
+    secret = read_webhook_secret()
+    fmt = args.format or sender_of_body(body).value
     if fmt == "databricks":
         print(f"X-Databricks-Signature: {sign_databricks(body, secret=secret)}")
         return 0
@@ -103,7 +91,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the relay in dry-run mode, post signed sample deliveries, print the answers."""
-    from relay.demo import run_demo
+    from relay_tools.demo import run_demo
 
     return run_demo(port=args.port)
 
@@ -138,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     try:
-        from relay.webhooks_admin import add_webhooks_parser
+        from relay_tools.webhooks_admin import add_webhooks_parser
     except ImportError:  # the optional `databricks` extra is not installed
         pass
     else:
@@ -152,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     handler = args.func
     if getattr(args, "command", None) == "webhooks":
-        from relay.webhook_secret import read_webhook_secret
+        from relay_tools.webhook_secret import read_webhook_secret
 
         return int(handler(args, secret_provider=read_webhook_secret))
     try:

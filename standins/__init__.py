@@ -1,0 +1,1 @@
+"""Loopback stand-ins of the services the relay talks to, and a harness that drives it (dev only)."""
