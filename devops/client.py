@@ -139,8 +139,10 @@ class AzureDevOpsClient:
             raise DevOpsUnavailable(f"Azure DevOps unreachable: {type(exc).__name__}") from None
         try:
             interpret_run_answer(request, response, preview=True)
-        except (AuthRejected, Retryable) as exc:
-            raise PipelineRejected(exc.detail) if isinstance(exc, AuthRejected) else DevOpsUnavailable(exc.reason)
+        except AuthRejected as exc:
+            raise PipelineRejected(exc.detail) from None
+        except Retryable as exc:
+            raise DevOpsUnavailable(f"Azure DevOps answered the preview {exc.reason}") from None
         document = response.json()
         return document if isinstance(document, dict) else {}
 

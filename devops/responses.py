@@ -42,7 +42,9 @@ def devops_message(response: httpx.Response) -> str:
     return str(message)[:500] if message else ""
 
 
-def interpret_run_answer(request: PipelineRunRequest, response: httpx.Response, *, preview: bool = False) -> PipelineRun:
+def interpret_run_answer(
+    request: PipelineRunRequest, response: httpx.Response, *, preview: bool = False
+) -> PipelineRun:
     """The run in a successful answer.
 
     Raises:

@@ -1,7 +1,7 @@
 """Find the run an earlier, ambiguous attempt may have started, in as few calls as possible.
 
-Runs – List carries no template parameters, so it only narrows the search: the runs created
-since the first claim of the delivery (less a clock slack) are the candidates, and Runs – Get
+Runs - List carries no template parameters, so it only narrows the search: the runs created
+since the first claim of the delivery (less a clock slack) are the candidates, and Runs - Get
 reads their parameters, newest first, until one carries the delivery id. Every call fits in
 the attempt's deadline; when the check cannot finish, it raises rather than guess, because
 posting again without it could start the run twice.

@@ -173,7 +173,10 @@ class DeliveryLedger(Protocol):
     claim it carries is no longer the entry's holder.
     """
 
-    lease: float
+    @property
+    def lease(self) -> float:
+        """How long a claim keeps other attempts out (seconds)."""
+        ...
 
     def claim(self, request: PipelineRunRequest) -> ClaimResult: ...
 

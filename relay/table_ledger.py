@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from relay.ledger import LedgerTiming, claimed_entry
-from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun
+from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun, StorageUnavailable
 from relay.storage_clients import storage_errors
 from webhook.routing import PipelineRunRequest
 
@@ -116,7 +116,10 @@ class TableLedger:
             try:
                 metadata = self._client().create_entity(to_entity(entry))
             except ResourceExistsError:
-                return self._take_over(request.idempotency_key, request, by_retry=False)
+                taken = self._take_over(request.idempotency_key, request, by_retry=False)
+                if taken is None:  # deleted between our insert and read: the sender's retry inserts anew
+                    raise StorageUnavailable("delivery ledger entry vanished during the claim", retry_after=1) from None
+                return taken
         return ClaimResult(entry, _claim(entry, _etag(metadata), fresh=True))
 
     def claim_for_retry(self, key: str) -> ClaimResult | None:

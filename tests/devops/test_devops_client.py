@@ -221,7 +221,7 @@ class TestRejections:
             make_client().start(run_request())
         assert message in caught.value.detail
         assert "pipeline 13" in caught.value.detail and "'production'" in caught.value.detail
-        assert caught.value.status == 502
+        assert caught.value.status == 424
         assert route.call_count == 1 and pat.invalidations == 0
 
     def test_not_found_without_message_says_so(self, devops, make_client):
@@ -331,3 +331,52 @@ class TestReconciliation:
         devops.post(RUNS_URL).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), started()])
         make_client().start(run_request(template_parameters=self.PARAMS))
         assert not listing.called
+
+
+class TestStartedRunCheck:
+    """The check for an already started run: few calls, all inside the deadline."""
+
+    PARAMS: ClassVar[dict[str, str]] = {"model_name": "wine", "delivery_id": "d-1"}
+
+    def listing(self, ids_and_dates):
+        return httpx.Response(200, json={"value": [{"id": i, "createdDate": d} for i, d in ids_and_dates]})
+
+    def test_only_runs_created_since_the_claim_are_read(self, devops, make_client, clock):
+        old, new = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+        devops.get(RUNS_URL).mock(return_value=self.listing([(i, old) for i in range(1, 30)] + [(40, new), (41, new)]))
+        get_40 = devops.get(f"{RUNS_URL}/40").mock(return_value=httpx.Response(200, json={
+            "id": 40, "templateParameters": {"delivery_id": "other"}}))
+        get_41 = devops.get(f"{RUNS_URL}/41").mock(return_value=httpx.Response(200, json={
+            "id": 41, "templateParameters": self.PARAMS}))
+        client = make_client()
+        found = client.find_started(run_request(template_parameters=self.PARAMS), since=1_800_000_000,
+                                    deadline=client.deadline())
+        assert found is not None and found.run_id == 41
+        assert get_41.call_count == 1 and get_40.call_count == 0  # newest first, stops at the match
+        assert len(devops.calls) == 2  # one listing, one read: no run older than the claim is read
+
+    def test_check_that_cannot_finish_in_time_raises_and_never_posts(self, devops, make_client, clock):
+        new = "2999-01-01T00:00:00Z"
+
+        def slow(request):
+            clock.sleep(6.0)  # every call takes 6 s of the 20 s deadline
+            return httpx.Response(200, json={"id": int(request.url.path.rsplit("/", 1)[1]),
+                                             "templateParameters": {"delivery_id": "other"}})
+
+        devops.get(RUNS_URL).mock(side_effect=lambda r: (clock.sleep(6.0), self.listing(
+            [(i, new) for i in range(100, 121)]))[1])
+        for run_id in range(100, 121):
+            devops.get(f"{RUNS_URL}/{run_id}").mock(side_effect=slow)
+        post = devops.post(RUNS_URL)
+        client = make_client(deadline=20.0)
+        with pytest.raises(DevOpsUnavailable) as caught:
+            client.find_started(run_request(template_parameters=self.PARAMS), since=0, deadline=client.deadline())
+        assert caught.value.ambiguous and not post.called
+        assert len(devops.calls) <= 4  # 20 s / 6 s per call: bounded by the deadline, not by the run count
+
+    def test_outage_after_an_ambiguous_failure_is_reported_ambiguous(self, devops, make_client, clock):
+        devops.post(RUNS_URL).mock(return_value=httpx.Response(504))
+        devops.get(RUNS_URL).mock(return_value=httpx.Response(503))
+        with pytest.raises(DevOpsUnavailable) as caught:
+            make_client(deadline=5.0).start(run_request(template_parameters=self.PARAMS))
+        assert caught.value.ambiguous

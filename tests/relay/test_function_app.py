@@ -180,7 +180,7 @@ class TestHttpErrors:
         assert response.status_code == 413
         assert not devops.calls
 
-    def test_devops_rejection_answers_502_with_its_message(self, relay_env, call_webhook, deliveries, devops):
+    def test_devops_refusal_answers_424_with_its_message(self, relay_env, call_webhook, deliveries, devops):
         devops.post(PIPELINE_13).mock(
             return_value=httpx.Response(
                 400, json={"message": "Unexpected parameter 'model_version'", "typeKey": "PipelineValidationException"}
@@ -188,7 +188,7 @@ class TestHttpErrors:
         )
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
-        assert response.status_code == 502
+        assert response.status_code == 424  # Failed Dependency: neither MLflow nor Databricks retries it
         assert "Unexpected parameter 'model_version'" in deliveries.answer(response)["detail"]
 
     def test_devops_outage_answers_503_with_retry_after(self, relay_env, call_webhook, deliveries, devops):
@@ -203,43 +203,65 @@ class TestHttpErrors:
         assert deliveries.answer(response)["status"] == "unavailable"
         assert route.call_count >= 1
 
-    def test_missing_setting_answers_500_naming_it(self, relay_env, call_webhook, deliveries):
+    def test_missing_setting_answers_a_generic_500_and_the_log_names_it(
+        self, relay_env, call_webhook, deliveries, caplog
+    ):
         relay_env.delenv("DEVOPS_PROJECT")
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
         text = response.get_body().decode()
-        assert response.status_code == 500
-        assert "DEVOPS_PROJECT" in deliveries.answer(response)["detail"]
         assert "Traceback" not in text and 'File "' not in text
+        assert_misconfigured(response, deliveries, caplog, "DEVOPS_PROJECT")
 
-    def test_missing_webhook_secret_answers_500_naming_it(self, relay_env, call_webhook, deliveries):
+    def test_unsigned_request_answers_401_even_when_misconfigured(self, relay_env, call_webhook, deliveries):
+        relay_env.delenv("DEVOPS_PROJECT")
+        relay_env.delenv("WEBHOOK_SECRET")
+        response = call_webhook(deliveries.databricks_body(), {})
+        assert response.status_code == 401 and deliveries.answer(response)["status"] == "rejected"
+
+    def test_missing_webhook_secret_answers_500_and_the_log_names_it(
+        self, relay_env, call_webhook, deliveries, caplog
+    ):
         relay_env.delenv("WEBHOOK_SECRET")
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
-        assert response.status_code == 500 and "WEBHOOK_SECRET" in deliveries.answer(response)["detail"]
+        assert_misconfigured(response, deliveries, caplog, "WEBHOOK_SECRET")
 
-    def test_missing_pat_answers_500_naming_it(self, relay_env, call_webhook, deliveries, production):
+    def test_missing_pat_answers_500_and_the_log_names_it(
+        self, relay_env, call_webhook, deliveries, production, caplog
+    ):
         relay_env.delenv("DEVOPS_PAT")
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
-        assert response.status_code == 500 and "DEVOPS_PAT" in deliveries.answer(response)["detail"]
+        assert_misconfigured(response, deliveries, caplog, "DEVOPS_PAT")
         assert not production.called
 
-    def test_invalid_rules_file_answers_500_naming_rule_and_field(
-        self, relay_env, call_webhook, deliveries, rules_file
+    def test_invalid_rules_file_answers_500_and_the_log_names_rule_and_field(
+        self, relay_env, call_webhook, deliveries, rules_file, caplog
     ):
         rules_file.write_text("rules:\n  - name: prod\n    pipeline_id: 13\n    when: {stage: Production}\n")
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
-        detail = deliveries.answer(response)["detail"]
-        assert response.status_code == 500
-        assert "rule 'prod'" in detail and "when.stage" in detail
+        line = assert_misconfigured(response, deliveries, caplog, "rule 'prod'")
+        assert "when.stage" in line
 
-    def test_missing_rules_file_answers_500_naming_routes_file(self, relay_env, call_webhook, deliveries, tmp_path):
+    def test_missing_rules_file_answers_500_and_the_log_names_routes_file(
+        self, relay_env, call_webhook, deliveries, tmp_path, caplog
+    ):
         relay_env.setenv("ROUTES_FILE", str(tmp_path / "absent.yaml"))
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
-        assert response.status_code == 500 and "ROUTES_FILE" in deliveries.answer(response)["detail"]
+        assert_misconfigured(response, deliveries, caplog, "ROUTES_FILE")
+
+
+def assert_misconfigured(response, deliveries, caplog, needle: str) -> str:
+    """A 500 that tells the caller nothing but an error id; the log line with that id names the cause."""
+    answer = deliveries.answer(response)
+    assert response.status_code == 500 and answer["error"] == "ConfigurationError"
+    assert needle not in answer["detail"] and answer["error_id"]
+    lines = [r.getMessage() for r in caplog.records if f"error_id={answer['error_id']}" in r.getMessage()]
+    assert len(lines) == 1 and needle in lines[0] and "decision=misconfigured" in lines[0]
+    return lines[0]
 
 
 class TestDryRun:
@@ -268,7 +290,7 @@ class TestSecretsStaySecret:
         answers.append(call_webhook(body, {"X-Databricks-Signature": "zz"}))
         relay_env.delenv("DEVOPS_PROJECT")
         answers.append(call_webhook(body, deliveries.databricks_headers(body)))
-        assert [a.status_code for a in answers] == [200, 502, 200, 401, 401, 500]
+        assert [a.status_code for a in answers] == [200, 424, 200, 401, 401, 500]
         texts = [a.get_body().decode() for a in answers]
         texts += [r.getMessage() for r in caplog.records] + [str(r.__dict__) for r in caplog.records]
         assert caplog.records

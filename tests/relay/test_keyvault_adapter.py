@@ -18,8 +18,8 @@ import responses
 from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets import SecretClient
 
-from relay.ports import SecretsUnavailable
 from relay.keyvault import KeyVaultSecretSource
+from relay.ports import SecretsUnavailable
 from relay.secrets import RelaySecrets
 from webhook.errors import ConfigurationError
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from relay.budgets import SECRET_FAILURE_MEMORY_SECONDS
 from relay.ports import SecretsUnavailable
 from relay.secrets import ROTATION_REFRESH_INTERVAL_SECONDS, EnvironmentSecretSource, RelaySecrets
 from webhook.errors import ConfigurationError
@@ -119,13 +123,79 @@ class TestFailures:
             make_secrets(src=failing).webhook_secrets()
         assert caught.value.status == 503 and caught.value.retry_after >= 1
 
-    def test_failed_read_is_not_cached(self, make_secrets, source):
+    def test_failed_read_is_remembered_briefly_then_read_again(self, make_secrets, source, clock):
         source.error = SecretsUnavailable("down")
         secrets = make_secrets()
         with pytest.raises(SecretsUnavailable):
             secrets.devops_pat()
         source.error = None
+        with pytest.raises(SecretsUnavailable) as caught:  # remembered: the vault is not asked again
+            secrets.devops_pat()
+        assert source.reads["pat"] == 1 and 1 <= caught.value.retry_after <= SECRET_FAILURE_MEMORY_SECONDS
+        clock.advance(SECRET_FAILURE_MEMORY_SECONDS)
         assert secrets.devops_pat() == "the-pat"
+
+
+class SlowSource(CountingSource):
+    """A vault that answers only when ``release`` is set (or after ``delay`` s)."""
+
+    def __init__(self, values, *, error=None):
+        super().__init__(values, error=error)
+        self.release = threading.Event()
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def get(self, name):
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self.release.wait(10)
+            return super().get(name)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class TestOutage:
+    """A slow or failing vault: one read in flight, bounded waits, cached values keep serving."""
+
+    def make(self, source, **kwargs):
+        return RelaySecrets(source, webhook_name="hook", previous_name=None, pat_name="pat", ttl=300, **kwargs)
+
+    def test_concurrent_requests_share_one_read_and_fail_fast(self):
+        source = SlowSource({"hook": "current"})
+        secrets = self.make(source, wait=0.2)
+        outcomes, started = [], time.monotonic()
+
+        def read():
+            try:
+                outcomes.append(secrets.webhook_secrets())
+            except SecretsUnavailable as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        assert all(isinstance(o, SecretsUnavailable) and o.retry_after >= 1 for o in outcomes)
+        assert elapsed < 2.0 and source.most_in_flight == 1  # nobody queued behind a lock
+        source.release.set()
+        for _ in range(50):
+            if source.reads.get("hook"):
+                break
+            time.sleep(0.02)
+        assert secrets.webhook_secrets() == ["current"]  # the read in flight landed in the cache
+        assert source.reads["hook"] == 1
+
+    def test_cached_value_keeps_serving_while_the_vault_is_down(self):
+        source = CountingSource({"hook": "current"})
+        secrets = self.make(source)
+        assert secrets.webhook_secrets() == ["current"]
+        source.error = SecretsUnavailable("vault down")
+        assert secrets.webhook_secrets() == ["current"] and source.reads["hook"] == 1
 
 
 class TestEnvironmentSource:

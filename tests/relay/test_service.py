@@ -1,16 +1,24 @@
-"""``RelayService`` with fakes: the order of checks and how per-rule outcomes fold into one answer."""
+"""``RelayService`` with fakes: the order of checks, exactly-once per rule, and how per-rule
+outcomes fold into one answer."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from relay.ports import PipelineRun
-from relay.ledger import InMemoryLedger
-from relay.ports import DevOpsUnavailable, PipelineRejected, StorageUnavailable
+from relay.ledger import InMemoryLedger, LedgerTiming
+from relay.ports import (
+    DevOpsUnavailable,
+    EntryState,
+    PipelineRejected,
+    PipelineRun,
+    RetryTicket,
+    StorageUnavailable,
+)
 from relay.secrets import RelaySecrets
-from relay.service import RelayService
+from relay.service import RelayService, answer_request
 from webhook.delivery import MAX_BODY_BYTES
 from webhook.errors import ConfigurationError
 from webhook.routing import parse_rules
@@ -25,25 +33,31 @@ rules:
 class FakeStarter:
     """Starts runs in memory; ``failures`` maps a rule to the exception it raises."""
 
-    def __init__(self, failures=None):
+    def __init__(self, failures=None, *, already_started=None):
         self.started, self.failures = [], dict(failures or {})
+        self.already_started = dict(already_started or {})  # rule -> run an earlier attempt made
+        self.lookups = []
 
-    def start(self, request):
+    def start(self, request, *, deadline):
         error = self.failures.get(request.rule)
         if error is not None:
             raise error
         self.started.append(request)
         return PipelineRun(request.rule, request.pipeline_id, 100 + len(self.started), None)
 
+    def find_started(self, request, *, since, deadline):
+        self.lookups.append((request.rule, since))
+        return self.already_started.get(request.rule)
+
 
 class FakeQueue:
     def __init__(self, error=None):
-        self.queued, self.error = [], error
+        self.tickets, self.error = [], error
 
-    def enqueue(self, request, *, attempt, delay):
+    def enqueue(self, ticket: RetryTicket, *, delay):
         if self.error:
             raise self.error
-        self.queued.append((request.rule, attempt, delay))
+        self.tickets.append((ticket, delay))
 
 
 class Env(dict):
@@ -58,13 +72,12 @@ def env(deliveries):
 @pytest.fixture
 def make_service(env):
     def make(*, starter=None, queue=None, ledger=None, rules=RULES, clock=None):
-        import time
-
         secrets = RelaySecrets(env, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT",
-                               ttl=300)  # fmt: skip
+                               ttl=300)
         return RelayService(secrets=secrets, rules=lambda: rules, starter=starter or FakeStarter(),
-                            ledger=ledger or InMemoryLedger(), default_project="MLOps", max_age=600,
-                            retry_queue=queue, clock=clock or time.time)  # fmt: skip
+                            ledger=ledger or InMemoryLedger(LedgerTiming(lease=50)), default_project="MLOps",
+                            max_age=600, deadline=20, retry_queue=(lambda: queue) if queue else None,
+                            clock=clock or time.time)
 
     return make
 
@@ -74,43 +87,51 @@ def post(service, deliveries, body=None, headers=None):
     return service.handle(method="POST", headers=headers or deliveries.databricks_headers(body), body=body)
 
 
-class TestRelayService:
+class TestOutcomes:
+    """One answer per delivery, the worst rule's outcome deciding it."""
+
     def test_fan_out_starts_every_matching_rule(self, make_service, deliveries):
         starter = FakeStarter()
         answer = post(make_service(starter=starter), deliveries)
         assert answer.status == 200 and answer.body["status"] == "triggered"
         assert sorted(r["rule"] for r in answer.body["runs"]) == ["deploy", "notify"]
-        assert len(starter.started) == 2
+        assert len(starter.started) == 2 and starter.lookups == []  # fresh claims look for nothing
 
-    def test_one_rejected_rule_answers_502_with_the_runs_that_started(self, make_service, deliveries):
+    def test_one_refused_rule_answers_424_with_the_runs_that_started(self, make_service, deliveries):
         starter = FakeStarter({"notify": PipelineRejected("Unexpected parameter 'x'")})
         answer = post(make_service(starter=starter), deliveries)
-        assert answer.status == 502
+        assert answer.status == 424 and answer.body["status"] == "refused"
         assert "Unexpected parameter 'x'" in answer.body["detail"]
         assert [r["rule"] for r in answer.body["runs"]] == ["deploy"]
 
-    def test_rejected_rule_may_be_retried_by_the_sender(self, make_service, deliveries):
-        starter = FakeStarter({"notify": PipelineRejected("no")})
-        service = make_service(starter=starter)
+    def test_a_refusal_is_remembered_and_not_posted_again(self, make_service, deliveries):
+        starter = FakeStarter({"notify": PipelineRejected("Unexpected parameter 'x'")})
+        ledger = InMemoryLedger(LedgerTiming(lease=50))
+        service = make_service(starter=starter, ledger=ledger)
         body = deliveries.databricks_body()
-        post(service, deliveries, body)
+        first = post(service, deliveries, body)
         del starter.failures["notify"]
-        answer = post(service, deliveries, body)
-        assert answer.status == 200 and answer.body["status"] == "triggered"
-        assert [r.rule for r in starter.started] == ["deploy", "notify"]
+        again = post(service, deliveries, body)
+        assert again.status == 424 and "Unexpected parameter 'x'" in again.body["detail"]
+        assert [r.rule for r in starter.started] == ["deploy"]
+        ledger.reopen(f"{first.body['delivery_id']}:notify", by="operator")  # the pipeline was fixed
+        replayed = post(service, deliveries, body)
+        assert replayed.status == 200 and [r.rule for r in starter.started] == ["deploy", "notify"]
 
-    def test_outage_with_a_retry_queue_answers_202_queued(self, make_service, deliveries):
+    def test_outage_with_a_retry_queue_answers_202_queued_with_a_ticket(self, make_service, deliveries):
         queue = FakeQueue()
         starter = FakeStarter({"deploy": DevOpsUnavailable("HTTP 503", retry_after=45)})
         answer = post(make_service(starter=starter, queue=queue), deliveries)
         assert answer.status == 202 and answer.body["status"] == "queued"
         assert answer.body["pending"] == ["deploy"]
-        assert queue.queued == [("deploy", 1, 45.0)]
+        (ticket, delay), = queue.tickets
+        assert ticket.key == f"{answer.body['delivery_id']}:deploy" and ticket.attempt == 1
+        assert delay == 60.0  # the retry base delay: the ledger says "queued" before the ticket is visible
 
     def test_queued_delivery_repeated_is_not_started_again(self, make_service, deliveries):
-        queue, ledger = FakeQueue(), InMemoryLedger()
+        queue = FakeQueue()
         starter = FakeStarter({"deploy": DevOpsUnavailable("HTTP 503")})
-        service = make_service(starter=starter, queue=queue, ledger=ledger)
+        service = make_service(starter=starter, queue=queue)
         body = deliveries.databricks_body()
         post(service, deliveries, body)
         del starter.failures["deploy"]
@@ -118,43 +139,91 @@ class TestRelayService:
         assert answer.status == 202 and answer.body["status"] == "queued"
         assert [r.rule for r in starter.started] == ["notify"]
 
-    def test_outage_with_the_queue_down_answers_503(self, make_service, deliveries):
+    def test_ledger_write_failing_after_the_ticket_was_sent_still_answers_queued(self, make_service, deliveries):
+        class FailingRecordLedger(InMemoryLedger):
+            def record(self, claim, state, **kwargs):
+                if state is EntryState.QUEUED:
+                    raise StorageUnavailable("table write failed")
+                return super().record(claim, state, **kwargs)
+
+        queue = FakeQueue()
+        starter = FakeStarter({"deploy": DevOpsUnavailable("HTTP 503")})
+        answer = post(make_service(starter=starter, queue=queue, ledger=FailingRecordLedger(LedgerTiming(50))),
+                      deliveries)
+        assert answer.status == 202 and len(queue.tickets) == 1  # the ticket finds the claim after its lease
+
+    def test_outage_with_the_queue_down_answers_503_and_releases_the_claim(self, make_service, deliveries):
         queue = FakeQueue(error=StorageUnavailable("queue down"))
         starter = FakeStarter({"deploy": DevOpsUnavailable("HTTP 503", retry_after=40)})
-        answer = post(make_service(starter=starter, queue=queue), deliveries)
-        assert answer.status == 503 and answer.headers["Retry-After"] == "40"
-
-    def test_claim_held_by_another_attempt_answers_202_in_progress(self, make_service, deliveries):
-        ledger = InMemoryLedger()
+        service = make_service(starter=starter, queue=queue)
         body = deliveries.databricks_body()
-        event_id = make_service(rules=parse_rules("rules: []"), ledger=ledger)  # parse only, to learn the id
-        answer = post(event_id, deliveries, body)
-        ledger.claim(f"{answer.body['delivery_id']}:deploy")
-        ledger.claim(f"{answer.body['delivery_id']}:notify")
+        answer = post(service, deliveries, body)
+        assert answer.status == 503 and answer.headers["Retry-After"] == "40"
+        assert answer.body["status"] == "unavailable"
+        del starter.failures["deploy"]
+        again = post(service, deliveries, body)
+        assert again.status == 200 and "deploy" in [r.rule for r in starter.started]
+        assert [rule for rule, _ in starter.lookups] == ["deploy"]  # a released claim looks first
+
+    def test_claim_held_by_another_attempt_answers_503_in_progress(self, make_service, deliveries):
+        ledger = InMemoryLedger(LedgerTiming(lease=50))
+        body = deliveries.databricks_body()
+        learn = post(make_service(rules=parse_rules("rules: []"), ledger=ledger), deliveries, body)
+        for rule in ("deploy", "notify"):
+            ledger.claim(_request(learn.body["delivery_id"], rule))
         answer = post(make_service(ledger=ledger), deliveries, body)
-        assert answer.status == 202 and answer.body["status"] == "in_progress"
+        assert answer.status == 503 and answer.body["status"] == "in_progress"
+        assert 1 <= int(answer.headers["Retry-After"]) <= 51
 
-    def test_unexpected_exception_answers_500_without_traceback(self, make_service, deliveries, caplog):
+    def test_takeover_finds_the_run_an_earlier_attempt_started(self, make_service, deliveries, clock):
+        ledger = InMemoryLedger(LedgerTiming(lease=50), clock=clock)
+        body = deliveries.databricks_body()
+        learn = post(make_service(rules=parse_rules("rules: []"), ledger=ledger), deliveries, body)
+        for rule in ("deploy", "notify"):
+            ledger.claim(_request(learn.body["delivery_id"], rule))  # holders that died
+        clock.advance(51)
+        earlier = PipelineRun("deploy", 13, 77, "https://web/77")
+        starter = FakeStarter(already_started={"deploy": earlier})
+        answer = post(make_service(ledger=ledger, starter=starter), deliveries, body)
+        assert answer.status == 200 and {r["run_id"] for r in answer.body["runs"]} == {77, 101}
+        assert [r.rule for r in starter.started] == ["notify"]
+
+
+def _request(delivery_id, rule):
+    from webhook.routing import PipelineRunRequest
+
+    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch=None, template_parameters={},
+                              delivery_id=delivery_id, model_name="m", version="1")
+
+
+class TestErrors:
+    """Errors become answers in one place, without a traceback or configuration detail."""
+
+    def test_unexpected_exception_answers_500_with_an_error_id(self, make_service, deliveries, caplog):
         answer = post(make_service(starter=FakeStarter({"deploy": ZeroDivisionError("division by zero")})), deliveries)
-        assert answer.status == 500
-        assert answer.body == {
-            "status": "error",
-            "error": "InternalError",
-            "detail": "internal error; see the relay's logs",
-        }
+        assert answer.status == 500 and answer.body["error"] == "InternalError"
         assert "Traceback" not in answer.body_bytes().decode()
-        assert any(r.exc_info for r in caplog.records)
+        logged = [r for r in caplog.records if r.exc_info]
+        assert logged and answer.body["error_id"] in logged[0].getMessage()
 
-    def test_configuration_error_in_a_run_answers_500_and_frees_the_claim(self, make_service, deliveries):
+    def test_configuration_error_answers_a_generic_500_and_frees_the_claim(self, make_service, deliveries, caplog):
         starter = FakeStarter({"deploy": ConfigurationError("Azure DevOps PAT secret 'DEVOPS_PAT' not found")})
         service = make_service(starter=starter)
         body = deliveries.databricks_body()
         answer = post(service, deliveries, body)
-        assert answer.status == 500 and "DEVOPS_PAT" in answer.body["detail"]
+        assert answer.status == 500 and "DEVOPS_PAT" not in answer.body_bytes().decode()
+        line = next(r.getMessage() for r in caplog.records if "decision=misconfigured" in r.getMessage())
+        assert answer.body["error_id"] in line and "DEVOPS_PAT" in line
         del starter.failures["deploy"]
         again = post(service, deliveries, body)
-        assert again.status == 200
-        assert "deploy" in [r.rule for r in starter.started]
+        assert again.status == 200 and "deploy" in [r.rule for r in starter.started]
+
+    def test_unsigned_request_is_answered_401_without_building_the_relay(self, deliveries):
+        def no_relay():
+            raise AssertionError("the relay must not be built for an unsigned request")
+
+        answer = answer_request(method="POST", headers={}, body=b"{}", service=no_relay)
+        assert answer.status == 401 and answer.body["status"] == "rejected"
 
     def test_body_limit_is_64_kib(self, make_service, deliveries):
         body = b" " * (MAX_BODY_BYTES + 1)
@@ -171,8 +240,23 @@ class TestRelayService:
         fresh = post(service, deliveries, body, deliveries.mlflow_headers(body, "rotated"))
         assert fresh.status == 200  # the refresh was not spent on the stale delivery
 
+
+class TestLogs:
+    """Decision lines carry correlation ids; unauthenticated values are quoted."""
+
     def test_decisions_are_logged_with_correlation_ids(self, make_service, deliveries, caplog):
         caplog.set_level(logging.INFO, logger="relay")
         answer = post(make_service(), deliveries)
         messages = [r.getMessage() for r in caplog.records if r.name == "relay"]
         assert any("decision=triggered" in m and f"delivery_id={answer.body['delivery_id']}" in m for m in messages)
+
+    def test_crafted_delivery_id_header_is_quoted_and_cannot_forge_fields(self, make_service, deliveries, caplog):
+        caplog.set_level(logging.INFO, logger="relay")
+        body = deliveries.mlflow_body()
+        headers = {**deliveries.mlflow_headers(body), "X-MLflow-Signature": "v1,forged"}
+        headers["X-MLflow-Delivery-Id"] = "x run_id=666\nrelay decision=triggered"
+        post(make_service(), deliveries, body, headers)
+        lines = [r.getMessage() for r in caplog.records if r.name == "relay"]
+        assert lines and all("\n" not in line for line in lines)
+        received = next(line for line in lines if "decision=received" in line)
+        assert "delivery_id='x run_id=666\\nrelay decision=triggered'" in received

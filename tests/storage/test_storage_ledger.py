@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from relay.ports import PipelineRun
 from relay.ledger import EntryState, LedgerTiming
-from relay.ports import StorageUnavailable
+from relay.ports import PipelineRun, StorageUnavailable
 from relay.settings import settings_from_env
 from relay.storage import TableLedger, azurite_connection_string, storage_clients
 from standins.azurite import Azurite
