@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import annotated_types
-
+from relay.budgets import derive_budgets, host_queue_settings
 from relay.settings import SETTING_NAMES, Settings, settings_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +51,17 @@ class TestHostJson:
         assert host["version"] == "2.0"
         assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
 
-    def test_function_timeout_exceeds_the_largest_allowed_devops_deadline(self) -> None:
-        field = Settings.model_fields["devops_deadline_seconds"]
-        largest = next(m.le for m in field.metadata if isinstance(m, annotated_types.Le))
-        assert isinstance(largest, int | float)
-        assert seconds(load_json("host.json")["functionTimeout"]) >= largest + 60
+    def test_function_timeout_exceeds_the_longest_lease_the_queue_allows(self) -> None:
+        # The lease may be at most the queue's visibilityTimeout (checked when settings load), and
+        # every attempt ends within its lease: the host must never cut a function off before that.
+        queues = host_queue_settings(REPO_ROOT / "host.json")
+        assert queues is not None
+        assert seconds(load_json("host.json")["functionTimeout"]) >= queues.visibility_timeout + 60
+
+    def test_default_deadline_fits_the_shipped_visibility_timeout(self) -> None:
+        budgets = derive_budgets(deadline=Settings.model_fields["devops_deadline_seconds"].default,
+                                 visibility_timeout=host_queue_settings(REPO_ROOT / "host.json").visibility_timeout)
+        assert budgets.lease <= budgets.visibility_timeout
 
     def test_requests_exceptions_and_log_lines_are_never_sampled(self) -> None:
         sampling = load_json("host.json")["logging"]["applicationInsights"]["samplingSettings"]
@@ -65,7 +70,7 @@ class TestHostJson:
 
     def test_retry_queue_messages_are_base64_as_the_relay_writes_them(self) -> None:
         queues = load_json("host.json")["extensions"]["queues"]
-        assert queues["messageEncoding"] == "base64"  # relay/storage.py uses TextBase64EncodePolicy
+        assert queues["messageEncoding"] == "base64"  # relay/retry_queue.py uses TextBase64EncodePolicy
         assert 2 <= queues["maxDequeueCount"] <= 10
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .funcignore import copy_file_set, publish_file_set
+from relay_tools.package_files import copy_file_set, publish_file_set
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("probe_package.py")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .funcignore import ALWAYS_SKIPPED_DIRS, FuncIgnore, publish_file_set
+from relay_tools.package_files import ALWAYS_SKIPPED_DIRS, FuncIgnore, publish_file_set
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCIGNORE = REPO_ROOT / ".funcignore"
