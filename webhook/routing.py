@@ -23,7 +23,7 @@ PLACEHOLDERS = frozenset(
     }
 )  # fmt: skip
 
-# Sent when a rule gives no ``parameters``: what pipelines/azure-pipelines.yaml declares.
+# Sent when a rule gives no ``parameters``: what pipelines/model-deploy-*.yaml declare.
 DEFAULT_PARAMETERS: dict[str, str] = {
     "model_name": "{model_name}",
     "model_version": "{version}",
