@@ -59,8 +59,11 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_the_repository_has_pipeline_files_to_check() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in PIPELINE_FILES}
-    assert {"pipelines/model-deploy-staging.yaml", "pipelines/model-deploy-production.yaml",
-            "pipelines/templates/model-deploy.yaml"} <= names  # fmt: skip
+    assert {
+        "pipelines/model-deploy-staging.yaml",
+        "pipelines/model-deploy-production.yaml",
+        "pipelines/templates/model-deploy.yaml",
+    } <= names
 
 
 def test_every_pipeline_yaml_is_valid_for_azure_devops() -> None:
