@@ -85,11 +85,12 @@ def settle(
 ) -> Outcome:
     """End the run if it is still going, wait for it to stop, and say how it ended."""
     run = jobs.get_run(run_id=state.run_id)
+    cancelled_because = ""
     if life_cycle_state(run) not in TERMINAL_STATES:
-        agent.line(
-            f"Cancelling Databricks run {state.run_id}: the pipeline ended {log_text(deployment.pipeline_result)} "
-            f"while the run was {life_cycle_state(run)}"
+        cancelled_because = (
+            f"the pipeline ended {log_text(deployment.pipeline_result)} while the run was {life_cycle_state(run)}"
         )
+        agent.line(f"Cancelling Databricks run {state.run_id}: {cancelled_because}")
         jobs.cancel_run(run_id=state.run_id)
         deadline = clock() + timeout
         while life_cycle_state(run) not in TERMINAL_STATES and clock() < deadline:
@@ -105,7 +106,7 @@ def settle(
     message = (run.state.state_message or "") if run.state else ""
     if result == "CANCELED":
         status = TIMED_OUT if state.status == run_state.TIMED_OUT else CANCELED
-        message = state.detail or message or "the pipeline was cancelled or timed out"
+        message = state.detail or cancelled_because or message
     else:
         status = SUCCEEDED if (lifecycle, result) == ("TERMINATED", "SUCCESS") else FAILED
         message = message or f"{lifecycle}/{result}"

@@ -262,10 +262,10 @@ class _Handler(StandInHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}") if length else {}
         owner = self.owner
+        if path == "/.well-known/databricks-config":  # the SDK's host discovery; not an API call
+            return self._json(404, _error("NOT_FOUND", "Not found"))
         with owner.lock:
             owner.requests.append((method, path, body if method == "POST" else query))
-        if path == "/.well-known/databricks-config":
-            return self._json(404, _error("NOT_FOUND", "Not found"))
         if self.headers.get("Authorization") != f"Bearer {owner.token}":
             return self._json(401, _error("UNAUTHENTICATED", "Invalid access token."))
         fault = owner.faults(method, path)
