@@ -89,7 +89,7 @@ class SqlStatementAuditSink:
         self._run(INSERT_ROW, {"table": self._table, **asdict(record)})
 
     def _run(self, statement: str, values: dict[str, str]) -> None:
-        from databricks.sdk.errors import DatabricksError
+        from databricks.sdk.errors.base import DatabricksError
         from databricks.sdk.service.sql import ExecuteStatementRequestOnWaitTimeout, StatementParameterListItem
 
         where = f"audit table {self._table} on SQL warehouse {self._warehouse_id}"
