@@ -7,7 +7,7 @@ Nothing here is imported by the Function App (its dependencies, ``mlflow-skinny`
 - ``decisions``: is an event still current for a model version? (pure).
 - ``registry``: waiting for a model version to become ``READY``; outcome tags.
 - ``validation``: load the model, require a signature, run user checks.
-- ``audit``: one audit row per run, to a Delta table or a JSON Lines file.
+- ``audit``: one audit row per run, to a table through a SQL warehouse, or a JSON Lines file.
 - ``job`` / ``__main__``: the orchestration and the ``relay-databricks-job`` entry point.
 - ``uc_event`` / ``uc_bridge``: emit an MLflow-format signed webhook for Unity Catalog models.
 """

@@ -4,7 +4,8 @@
     ├── ParameterError          the job was started with missing or malformed parameters (exit 2)
     ├── ModelVersionNotReady    registration failed, or did not finish within the timeout
     ├── ValidationFailed        the model did not load, has no signature, or a check failed
-    └── DeliveryFailed          the relay refused a UC bridge event (4xx) or stayed unavailable
+    ├── DeliveryFailed          the relay refused a UC bridge event (4xx) or stayed unavailable
+    └── AuditFailed             the audit row could not be written (exit 3); the job never skips it
 
 Catch ``JobError`` in an entry point and turn it into an exit code; anything else is a bug
 and should surface with its traceback.
@@ -33,3 +34,7 @@ class ValidationFailed(JobError):
 
 class DeliveryFailed(JobError):
     pass
+
+
+class AuditFailed(JobError):
+    exit_code = 3

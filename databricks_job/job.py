@@ -55,11 +55,18 @@ class JobRuntime:
 
 
 def run_job(params: JobParameters, runtime: JobRuntime) -> JobOutcome:
-    """Run the whole flow for one event and record it (tags where a version applies, audit always)."""
+    """Run the whole flow for one event and record it (audit always, then tags where a version applies).
+
+    The audit row comes first: if it cannot be written the job fails before any tag claims an
+    outcome, and the pipeline's write-back records the failure on the version instead.
+
+    Raises:
+        AuditFailed: the audit row could not be written (no tags were set).
+    """
     outcome = _decide(params, runtime)
+    runtime.sink.append(_audit_record(params, outcome, runtime.now()))
     if outcome.tags:
         registry.record_tags(runtime.client, params.model_name, params.model_version, outcome.tags)
-    runtime.sink.append(_audit_record(params, outcome, runtime.now()))
     log = _log.info if outcome.exit_code == 0 else _log.error
     log("%s: %s", outcome.outcome, outcome.message)
     return outcome

@@ -33,6 +33,7 @@ class JobParameters:
     registry_uri: str = ""
     checks: tuple[str, ...] = ()
     audit_table: str = ""
+    audit_warehouse_id: str = ""
     audit_path: str = ""
     ready_timeout_seconds: float = 600.0
     poll_seconds: float = 5.0
@@ -68,8 +69,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated 'package.module:function' validation hooks (see docs/databricks.md)",
     )
-    parser.add_argument("--audit-table", default="", help="Delta table for audit rows (needs Spark)")
-    parser.add_argument("--audit-path", default="", help="JSON Lines file for audit rows (fallback)")
+    parser.add_argument("--audit-table", default="", help="Unity Catalog table for audit rows, e.g. main.mlops.audit")
+    parser.add_argument("--audit-warehouse-id", default="", help="SQL warehouse that writes --audit-table")
+    parser.add_argument("--audit-path", default="", help="JSON Lines file for audit rows (local runs)")
     parser.add_argument("--ready-timeout-seconds", default="600")
     parser.add_argument("--poll-seconds", default="5")
     return parser
@@ -80,7 +82,7 @@ def parse_job_args(argv: Sequence[str]) -> JobParameters:
 
     Raises:
         ParameterError: the model name is missing, or a version is missing for an event that
-            names one, or a number is malformed.
+            names one, or a number is malformed, or an audit table has no SQL warehouse.
     """
     ns = build_arg_parser().parse_args(list(argv))
     params = JobParameters(
@@ -96,6 +98,7 @@ def parse_job_args(argv: Sequence[str]) -> JobParameters:
         registry_uri=ns.registry_uri.strip(),
         checks=tuple(c.strip() for c in ns.checks.split(",") if c.strip()),
         audit_table=ns.audit_table.strip(),
+        audit_warehouse_id=ns.audit_warehouse_id.strip(),
         audit_path=ns.audit_path.strip(),
         ready_timeout_seconds=_positive_number("ready-timeout-seconds", ns.ready_timeout_seconds),
         poll_seconds=_positive_number("poll-seconds", ns.poll_seconds),
@@ -104,6 +107,10 @@ def parse_job_args(argv: Sequence[str]) -> JobParameters:
         raise ParameterError("--model-name is required")
     if not params.model_version and not params.is_deletion:
         raise ParameterError(f"--model-version is required for event {params.event or '(none)'!r}")
+    if params.audit_table and not params.audit_warehouse_id:
+        raise ParameterError(
+            f"--audit-table {params.audit_table} needs --audit-warehouse-id (the SQL warehouse that writes it)"
+        )
     if params.model_version and not params.model_version.isdigit():
         raise ParameterError(f"--model-version must be a number, got {params.model_version!r}")
     return params

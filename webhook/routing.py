@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook.errors import ConfigurationError
-from webhook.events import KINDS_NEEDING_EXPLICIT_EVENT, RegistryEvent
+from webhook.events import KINDS_NEEDING_EXPLICIT_EVENT, EventKind, RegistryEvent
 
 PLACEHOLDERS = frozenset(
     {
@@ -23,7 +23,7 @@ PLACEHOLDERS = frozenset(
     }
 )  # fmt: skip
 
-# Sent when a rule gives no ``parameters``: what pipelines/azure-pipelines.yaml declares.
+# Sent when a rule gives no ``parameters``: what pipelines/model-deploy-*.yaml declare.
 DEFAULT_PARAMETERS: dict[str, str] = {
     "model_name": "{model_name}",
     "model_version": "{version}",
@@ -35,6 +35,17 @@ DEFAULT_PARAMETERS: dict[str, str] = {
 }
 
 _GLOB_CHARS = frozenset("*?[")
+
+# Tag keys the deployment itself writes on the model version (databricks_job/, pipelines/). A rule
+# that fired on them would start the pipeline again after every run, so no rule may name them and
+# no tag event carrying one is ever routed, whatever the rule's other conditions say.
+RESERVED_TAG_PREFIXES = ("deployment.", "validation.")
+_TAG_KINDS = frozenset({EventKind.TAG_SET, EventKind.TAG_DELETED})
+
+
+def is_reserved_tag(key: str | None) -> bool:
+    """True for a tag key the deployment writes itself (``deployment.*``, ``validation.*``)."""
+    return bool(key) and str(key).casefold().startswith(RESERVED_TAG_PREFIXES)
 
 
 def _as_list(value: Any) -> Any:
@@ -64,6 +75,16 @@ class TagCondition(BaseModel):
     @classmethod
     def _text(cls, value: Any) -> Any:
         return _scalar_text(value)
+
+    @field_validator("key")
+    @classmethod
+    def _not_reserved(cls, key: str) -> str:
+        if is_reserved_tag(key):
+            raise ValueError(
+                f"tag key {key!r} is reserved: the deployment job writes {', '.join(RESERVED_TAG_PREFIXES)}* "
+                "tags itself, so this rule would start the pipeline again after every run"
+            )
+        return key
 
 
 class RuleConditions(BaseModel):
@@ -118,6 +139,8 @@ class RouteRule(BaseModel):
     def matches(self, event: RegistryEvent) -> bool:
         """True when every condition of this rule holds for ``event``."""
         when = self.when
+        if event.kind in _TAG_KINDS and is_reserved_tag(event.tag_key):
+            return False  # the deployment's own tags never start anything (no retrigger loop)
         if when.event is None:
             if event.kind in KINDS_NEEDING_EXPLICIT_EVENT:
                 return False

@@ -1,4 +1,4 @@
-"""A real local MLflow registry (sqlite, no server, no Databricks) shared by the job tests.
+"""A real local MLflow registry (sqlite, no server) and the Databricks stand-in, shared by the job tests.
 
 Logging a pyfunc model is the slow part, so two models are logged once per session (one
 with a signature, one without); each test registers its own model name from them.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from standins.databricks import fake_workspace
+from standins.databricks import DatabricksStandIn, fake_workspace
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -74,3 +74,14 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRe
 def databricks_workspace() -> Any:
     """A factory for ``fake_workspace``; call it inside ``responses.activate``."""
     return fake_workspace
+
+
+@pytest.fixture
+def databricks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabricksStandIn]:
+    """The loopback Databricks stand-in (TLS); clients trust its CA through ``REQUESTS_CA_BUNDLE``."""
+    standin = DatabricksStandIn(workdir=tmp_path / "databricks").start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(standin.tls.ca_file))
+    try:
+        yield standin
+    finally:
+        standin.stop()

@@ -7,6 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from databricks_job.errors import ParameterError
 from databricks_job.params import parse_job_args
 from databricks_job.uc_bridge import build_parser
 from pipelines.run_databricks_job import PARAMETER_ENV
@@ -32,12 +35,20 @@ def test_validation_job_accepts_every_parameter_the_pipeline_sends() -> None:
     spec = _spec("job.json")
     declared = {p["name"]: p["default"] for p in spec["parameters"]}
     assert {*PARAMETER_ENV, "pipeline_run"} <= declared.keys()
-    values = {**declared, "model_name": "wine", "model_version": "7", "alias": "champion"}
+    values = {**declared, "model_name": "wine", "model_version": "7", "alias": "champion", "audit_warehouse_id": "wh"}
 
     params = parse_job_args(_resolved_arguments(spec, values))
 
     assert (params.model_name, params.model_version, params.alias, params.job_run) == ("wine", "7", "champion", "881")
-    assert params.audit_table == declared["audit_table"]
+    assert (params.audit_table, params.audit_warehouse_id) == (declared["audit_table"], "wh")
+
+
+def test_the_shipped_job_refuses_to_run_until_its_audit_warehouse_is_set() -> None:
+    spec = _spec("job.json")
+    values = {p["name"]: p["default"] for p in spec["parameters"]} | {"model_name": "wine", "model_version": "7"}
+
+    with pytest.raises(ParameterError, match="needs --audit-warehouse-id"):
+        parse_job_args(_resolved_arguments(spec, values))
 
 
 def test_uc_bridge_job_arguments_parse() -> None:

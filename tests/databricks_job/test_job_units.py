@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from databricks_job.audit import AuditRecord, DeltaAuditSink, JsonLinesAuditSink, LogOnlyAuditSink, choose_sink
+from databricks_job.audit import JsonLinesAuditSink, LogOnlyAuditSink, SqlStatementAuditSink, choose_sink
 from databricks_job.decisions import superseded_reason
 from databricks_job.errors import ParameterError
 from databricks_job.params import parse_job_args
@@ -69,50 +68,31 @@ class TestChecks:
             resolve_check("os:sep")
 
 
-RECORD = AuditRecord("t", "m", "1", "e", "d", "p", "j", "validated", "ok")
+class TestAuditSinkChoice:
+    """The sink is what the parameters ask for; a table never quietly becomes something else."""
+
+    def test_a_table_is_written_through_the_sql_warehouse(self) -> None:
+        made: list[str] = []
+        sink = choose_sink(
+            table="main.mlops.audit",
+            warehouse_id="wh-1",
+            path="/tmp/a.jsonl",
+            statements=lambda: made.append("statements") or object(),
+        )
+        assert isinstance(sink, SqlStatementAuditSink)
+        assert made == ["statements"]
+
+    def test_a_file_is_used_only_when_no_table_is_named(self, tmp_path: Path) -> None:
+        sink = choose_sink(table="", warehouse_id="", path=str(tmp_path / "a.jsonl"), statements=_no_statements)
+        assert isinstance(sink, JsonLinesAuditSink)
+
+    def test_without_table_or_path_the_log_is_used_and_no_client_is_built(self) -> None:
+        assert isinstance(choose_sink(table="", warehouse_id="", path="", statements=_no_statements), LogOnlyAuditSink)
+
+    def test_a_table_without_a_warehouse_is_refused_before_anything_runs(self) -> None:
+        with pytest.raises(ParameterError, match=r"--audit-table main\.mlops\.audit needs --audit-warehouse-id"):
+            parse_job_args(["--model-name=m", "--model-version=1", "--audit-table=main.mlops.audit"])
 
 
-class FakeSpark:
-    """Records what DeltaAuditSink asks Spark to do (there is no Spark here)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, str]] = []
-        self.calls: list[tuple[str, Any]] = []
-
-    def createDataFrame(self, rows: list[dict[str, str]]) -> FakeSpark:
-        self.rows.extend(rows)
-        return self
-
-    @property
-    def write(self) -> FakeSpark:
-        return self
-
-    def format(self, value: str) -> FakeSpark:
-        self.calls.append(("format", value))
-        return self
-
-    def mode(self, value: str) -> FakeSpark:
-        self.calls.append(("mode", value))
-        return self
-
-    def option(self, key: str, value: str) -> FakeSpark:
-        return self
-
-    def saveAsTable(self, table: str) -> None:
-        self.calls.append(("saveAsTable", table))
-
-
-class TestAuditSinks:
-    def test_delta_table_is_appended_when_spark_is_there(self) -> None:
-        spark = FakeSpark()
-        sink = choose_sink(table="main.mlops.deployments", path="", spark=spark)
-        assert isinstance(sink, DeltaAuditSink)
-        sink.append(RECORD)
-        assert spark.calls == [("format", "delta"), ("mode", "append"), ("saveAsTable", "main.mlops.deployments")]
-        assert spark.rows[0]["outcome"] == "validated"
-
-    def test_without_spark_the_file_is_used(self, tmp_path: Path) -> None:
-        assert isinstance(choose_sink(table="t", path=str(tmp_path / "a.jsonl"), spark=None), JsonLinesAuditSink)
-
-    def test_without_table_or_path_the_log_is_used(self) -> None:
-        assert isinstance(choose_sink(table="", path="", spark=None), LogOnlyAuditSink)
+def _no_statements() -> object:
+    raise AssertionError("no SQL client may be built without an audit table")

@@ -3,7 +3,7 @@
 - ``mlflow_server``: a real ``mlflow server`` (the installed version) with a sqlite registry and
   webhooks enabled for loopback targets; one per test module (it takes 10-40 s to start).
   ``mlflow_client``: an ``MlflowClient`` on it that deletes the webhooks the test created.
-- ``devops_standin``: the TLS Azure DevOps stand-in (``tests/standins/devops.py``), per test.
+- ``devops_standin``: the TLS Azure DevOps stand-in (``standins/devops.py``), per test.
 - ``start_relay``: serves the *registered* functions of ``function_app.app`` on loopback
   (``relay_tools.local_host.LocalFunctionsHost``) with a local-development environment pointing at the
   stand-in, and records every answer the relay gives (``RelayAnswers``).

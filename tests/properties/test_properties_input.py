@@ -43,7 +43,8 @@ def service() -> RelayService:
     source = EnvironmentSecretSource({"WEBHOOK_SECRET": SECRET, "DEVOPS_PAT": "pat"})
     secrets = RelaySecrets(source, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT", ttl=300)
     rules = parse_rules(RULES)
-    return RelayService(secrets=secrets, rules=lambda: rules, starter=DryRunStarter(), ledger=InMemoryLedger(LedgerTiming(lease=50)),
+    ledger = InMemoryLedger(LedgerTiming(lease=50))
+    return RelayService(secrets=secrets, rules=lambda: rules, starter=DryRunStarter(), ledger=ledger,
                         default_project="MLOps", max_age=600, deadline=20)
 
 

@@ -381,3 +381,46 @@ class TestParameters:
         assert (b.project, b.branch) == ("Other Project", "refs/heads/release")
         assert b.idempotency_key == "dbx-1:b"
         assert (b.model_name, b.version, b.delivery_id) == ("wine-quality", "3", "dbx-1")
+
+
+class TestReservedTags:
+    """The deployment's own ``deployment.*``/``validation.*`` tags never start a pipeline (no retrigger loop)."""
+
+    @pytest.mark.parametrize("key", ["deployment.status", "validation.message", "Deployment.pipeline_run"])
+    def test_a_rule_naming_a_reserved_tag_is_refused_at_load_time(self, key):
+        with pytest.raises(ConfigurationError, match=r"rule 'loop' \(#1\) field 'when.tag.key'.*is reserved"):
+            rules(f"""
+                rules:
+                  - {{name: loop, pipeline_id: 1, when: {{event: model_version_tag.set, tag: {{key: "{key}"}}}}}}
+            """)
+
+    @pytest.mark.parametrize("key", ["deployment.status", "deployment.pipeline_status", "validation.status"])
+    def test_a_reserved_tag_event_matches_no_rule_even_a_catch_all(self, key):
+        document = rules("""
+            rules:
+              - {name: all-tags, pipeline_id: 1, when: {event: [model_version_tag.set, MODEL_VERSION_TAG_SET]}}
+              - {name: any-wine, pipeline_id: 2, when: {model: "wine-*"}}
+        """)
+        mlflow_tag = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key=key,
+                           tag_value="validated", from_stage=None, to_stage=None)  # fmt: skip
+        databricks_tag = event(event="MODEL_VERSION_TAG_SET", kind=EventKind.TAG_SET, tag_key=key,
+                               from_stage=None, to_stage=None)  # fmt: skip
+        assert fired(document, mlflow_tag) == []
+        assert fired(document, databricks_tag) == []
+
+    def test_other_tags_still_route(self):
+        document = rules("""
+            rules:
+              - {name: all-tags, pipeline_id: 1, when: {event: model_version_tag.set}}
+        """)
+        deploy_tag = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key="deploy",
+                           tag_value="true", from_stage=None, to_stage=None)  # fmt: skip
+        assert fired(document, deploy_tag) == ["all-tags"]
+
+    def test_shipped_rules_route_none_of_the_tags_the_deployment_writes(self):
+        document = parse_rules(SHIPPED_RULES.read_text())
+        for key in ("deployment.status", "deployment.pipeline_status", "validation.status"):
+            for source, name in (("mlflow", "model_version_tag.set"), ("databricks", "MODEL_VERSION_TAG_SET")):
+                tag = event(source=source, event=name, kind=EventKind.TAG_SET, tag_key=key,
+                            from_stage=None, to_stage=None)  # fmt: skip
+                assert fired(document, tag) == [], (source, key)
