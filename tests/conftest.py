@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 
 from relay.settings import SETTING_NAMES
-
-SAMPLES_DIR = Path("/work/shared/samples/mlflow-3.17.2")
-
+from tests.recorded_samples import RECORDED_SEQUENCE, SAMPLES_DIR
 
 TEST_WEBHOOK_SECRET = "whsec-unit-7f3a9c1e5b2d4f60"
 TEST_DEVOPS_PAT = "pat-unit-q8w7e6r5t4y3u2i1o0p9"
@@ -90,7 +88,8 @@ def _load_recorded() -> dict[str, RecordedDelivery]:
 def recorded_deliveries() -> dict[str, RecordedDelivery]:
     """Every recorded MLflow 3.17.2 delivery, by file name without ``.json``."""
     found = _load_recorded()
-    assert len(found) >= 7, f"expected the recorded samples under {SAMPLES_DIR}"
+    missing = sorted(set(RECORDED_SEQUENCE) - set(found))
+    assert not missing, f"{SAMPLES_DIR} lacks {missing}: run scripts/record_samples.py"
     return found
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +14,10 @@ import responses
 from databricks_job.errors import DeliveryFailed
 from databricks_job.uc_bridge import main, post_signed, read_scope_secret, retry_after_seconds
 from databricks_job.uc_event import alias_created_data, build_signed_request, delivery_id_for
+from tests.recorded_samples import SAMPLES_DIR
 from webhook.signatures import verify_mlflow_signature
 
-SAMPLE = Path("/work/shared/samples/mlflow-3.17.2/model_version_alias.created.json")
+SAMPLE = SAMPLES_DIR / "model_version_alias.created.json"
 RELAY_URL = "https://relay.example.test/api/MLflowWebHookTransition"
 SECRET = "bridge-unit-secret-4d2c"
 

@@ -1,7 +1,8 @@
 """Fixtures for end-to-end tests: real programs on loopback, nothing off the machine.
 
-- ``mlflow_server``: a real ``mlflow server`` (the installed version) with a sqlite registry and
-  webhooks enabled for loopback targets; one per test module (it takes 10-40 s to start).
+- ``mlflow_server``: a real ``mlflow server`` (the installed version, ``standins/mlflow_server.py``)
+  with a sqlite registry and webhooks enabled for loopback targets; one per test module (it takes
+  10-40 s to start).
   ``mlflow_client``: an ``MlflowClient`` on it that deletes the webhooks the test created.
 - ``devops_standin``: the TLS Azure DevOps stand-in (``standins/devops.py``), per test.
 - ``start_relay``: serves the *registered* functions of ``function_app.app`` on loopback
@@ -19,13 +20,7 @@ minute. Tests sharing a module's server must create their webhooks before their 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,8 +31,8 @@ from typing import Any, TypeVar
 import pytest
 
 from standins.devops import DevOpsStandIn
+from standins.mlflow_server import MlflowServer, MlflowServerFailed, start_mlflow_server, stop_mlflow_server
 
-MLFLOW_STARTUP_TIMEOUT_SECONDS = 90.0
 RELAY_ROUTE = "MLflowWebHookTransition"
 
 T = TypeVar("T")
@@ -73,107 +68,16 @@ def wait_for_fixture() -> Callable[..., Any]:
 # --- a real MLflow tracking server -----------------------------------------------------------
 
 
-def free_loopback_port() -> int:
-    """A port nobody listens on right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class MlflowServer:
-    """A running ``mlflow server``; ``url`` is the tracking URI for ``MlflowClient``."""
-
-    url: str
-    workdir: Path
-    log_file: Path
-    process: subprocess.Popen[bytes]
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-
-def _mlflow_server_env(workdir: Path) -> dict[str, str]:
-    from cryptography.fernet import Fernet
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",  # the relay listens on plain http on loopback
-        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",  # 127.0.0.1 is not a public address
-        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode("ascii"),
-        MLFLOW_DISABLE_TELEMETRY="true",
-        HOME=str(workdir),  # keep ~/.mlflow and friends inside the test's directory
-    )
-    return env
-
-
-def _healthy(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def start_mlflow_server(workdir: Path) -> MlflowServer:
-    """Start ``mlflow server`` in its own process group and wait until ``/health`` answers."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_loopback_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--default-artifact-root", str(workdir / "artifacts"),
-    ]  # fmt: skip
-    log_file = workdir / "mlflow-server.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=_mlflow_server_env(workdir), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = MlflowServer(f"http://127.0.0.1:{port}", workdir, log_file, process)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{server.log_tail()}", pytrace=False)
-        return _healthy(server.url)
-
-    try:
-        poll_until(
-            ready, timeout=MLFLOW_STARTUP_TIMEOUT_SECONDS, interval=0.25,
-            describe=lambda: f"mlflow server on {server.url} never answered /health:\n{server.log_tail()}",
-        )  # fmt: skip
-    except BaseException:
-        stop_mlflow_server(server)
-        raise
-    return server
-
-
-def stop_mlflow_server(server: MlflowServer) -> None:
-    """Stop the whole process group (uvicorn runs its worker as a child process)."""
-    try:
-        os.killpg(server.process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)  # stragglers of the group, if any
-    server.process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real ``mlflow server`` for this test module (sqlite registry, webhooks to loopback).
 
     Mind the webhook cache described in this module's docstring.
     """
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    except MlflowServerFailed as failure:
+        pytest.fail(str(failure), pytrace=False)
     try:
         yield server
     finally:

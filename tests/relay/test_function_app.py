@@ -159,11 +159,17 @@ class TestAuthenticationFailures:
         assert response.status_code == 401 and "stale" in deliveries.answer(response)["detail"]
         assert not devops.calls
 
-    def test_recorded_mlflow_delivery_replayed_now_is_stale(self, relay_env, call_webhook, recorded_deliveries, devops):
+    def test_recorded_mlflow_delivery_replayed_now_is_stale(
+        self, relay_env, call_webhook, recorded_deliveries, deliveries, devops
+    ):
         sample = recorded_deliveries["model_version_alias.created"]
         relay_env.setenv("WEBHOOK_SECRET", sample.secret)
+        # However recently the samples were recorded, a replay now is older than this window.
+        age = time.time() - sample.timestamp
+        relay_env.setenv("WEBHOOK_MAX_AGE_SECONDS", str(max(1.0, age / 2)))
         response = call_webhook(sample.body, sample.headers)
         assert response.status_code == 401
+        assert "s ago" in deliveries.answer(response)["detail"]  # refused as a replay, not for its signature
         assert not devops.calls
 
 

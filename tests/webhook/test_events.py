@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import pytest
 
+from tests.recorded_samples import event_of
 from webhook.delivery import Delivery, Sender
 from webhook.errors import AuthenticationFailed, PayloadInvalid, StaleEvent
 from webhook.events import (
@@ -30,6 +31,10 @@ EXPECTED_RECORDED = {
                                         alias="champion", tag_key=None, tag_value=None, is_test=False),
     "model_version_alias.deleted": dict(kind=EventKind.ALIAS_DELETED, model_name="aott-wine-model", version=None,
                                         alias="champion", tag_key=None, tag_value=None, is_test=False),
+    "model_version.created.v2": dict(kind=EventKind.VERSION_CREATED, model_name="aott-wine-model", version="2",
+                                     alias=None, tag_key=None, tag_value=None, is_test=False),
+    "model_version_alias.created.moved": dict(kind=EventKind.ALIAS_SET, model_name="aott-wine-model", version="2",
+                                              alias="champion", tag_key=None, tag_value=None, is_test=False),
     "model_version_alias.created.test": dict(kind=EventKind.ALIAS_SET, model_name="example_model", version="1",
                                              alias="example_alias", tag_key=None, tag_value=None, is_test=True),
 }  # fmt: skip
@@ -45,7 +50,7 @@ class TestRecordedMlflowEvents:
         assert delivery.sender is Sender.MLFLOW
         event = delivery.parse(now=sample.timestamp + 5, max_age=300)
         assert event.source == "mlflow"
-        assert event.event == name.removesuffix(".test")
+        assert event.event == event_of(name)
         assert event.delivery_id == sample.delivery_id
         assert {k: getattr(event, k) for k in EXPECTED_RECORDED[name]} == EXPECTED_RECORDED[name]
         assert event.event_time == datetime.fromisoformat(sample.document["timestamp"])
