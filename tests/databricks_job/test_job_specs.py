@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from databricks_job.params import parse_job_args
-from databricks_job.uc_bridge import build_parser
 from pipelines.run_databricks_job import PARAMETER_ENV
 
 SPECS = Path(__file__).resolve().parents[2] / "databricks_job"
@@ -38,12 +37,3 @@ def test_validation_job_accepts_every_parameter_the_pipeline_sends() -> None:
 
     assert (params.model_name, params.model_version, params.alias, params.job_run) == ("wine", "7", "champion", "881")
     assert params.audit_table == declared["audit_table"]
-
-
-def test_uc_bridge_job_arguments_parse() -> None:
-    spec = _spec("uc-bridge-job.json")
-    values = {p["name"]: p["default"] for p in spec["parameters"]} | {"model_name": "main.ml.wine", "alias": "a"}
-
-    ns = build_parser().parse_args(_resolved_arguments(spec, values))
-
-    assert (ns.model_name, ns.secret_scope, ns.job_run_id) == ("main.ml.wine", "mlflow-devops-relay", "881")
