@@ -80,9 +80,13 @@ def default_client(args: argparse.Namespace) -> Any:
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.core import Config
 
+    # Host and credentials: the SDK's default chain (environment, profile, Azure CLI, workload identity).
     config = Config(
-        retry_timeout_seconds=DATABRICKS_RETRY_TIMEOUT_SECONDS, http_timeout_seconds=DATABRICKS_HTTP_TIMEOUT_SECONDS
-    )  # host and credentials: the SDK's default chain (env, profile, Azure CLI, workload identity)
+        retry_timeout_seconds=DATABRICKS_RETRY_TIMEOUT_SECONDS,
+        http_timeout_seconds=DATABRICKS_HTTP_TIMEOUT_SECONDS,
+        product="mlflow-devops-relay",
+        product_version=_version(),
+    )
     return WorkspaceClient(config=config)
 
 
@@ -100,6 +104,15 @@ def _webhook_diff(view: Any, spec: Any) -> str:
     if spec.name and view.name != spec.name:
         changes.append(f"name: {view.name} -> {spec.name}")
     return "; ".join(changes)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlflow-devops-relay")
+    except PackageNotFoundError:
+        return "0.0.0"
 
 
 def plan_webhooks(
@@ -275,8 +288,11 @@ def cmd_sync(
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
         reason = f"no answer ({reason})" if isinstance(exc, TimeoutError) else reason
+        if isinstance(exc, ConfigurationError):  # the rules or the job spec: no server involved
+            err.write(f"mlflow-relay sync: {reason}\n")
+            return 2
         err.write(f"mlflow-relay sync --platform {args.platform} ({_where(args, client)}): {reason}\n")
-        return 2 if isinstance(exc, ConfigurationError) else 1
+        return 1
     return 0
 
 
