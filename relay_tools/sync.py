@@ -129,7 +129,10 @@ def plan_webhooks(
     for model, events in wanted.items():
         spec = WebhookSpec(url=url, events=events, model=model, description=DESCRIPTION, name=name, status="ACTIVE")
         label = "webhook " + (name or model or "(registry-wide)")
-        current = [w for w in mine if w.model == model]
+        # Keep the webhook closest to the wanted one (no change needed, then our name); the rest are extra.
+        current = sorted(
+            (w for w in mine if w.model == model), key=lambda w: (bool(_webhook_diff(w, spec)), w.name != name)
+        )
         mine = [w for w in mine if w.model != model] + current[1:]
         if not current:
             create = functools.partial(_with_secret, backend.create, spec, secret)
@@ -140,7 +143,7 @@ def plan_webhooks(
         detail = diff or f"events={','.join(events)}"
         changes.append(Change("update" if diff else "unchanged", f"{label} {current[0].id}", detail, update))
     for hook in mine:
-        label = f"webhook {hook.model or '(registry-wide)'} {hook.id}"
+        label = f"webhook {hook.name or hook.model or '(registry-wide)'} {hook.id}"
         changes.append(
             Change("extra", label, f"events={','.join(hook.events)}", functools.partial(backend.delete, hook.id))
         )
