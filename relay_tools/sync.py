@@ -20,18 +20,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from relay_tools import sync_jobs
+from relay_tools.sync_plan import Change, carry_out
 from relay_tools.sync_rules import databricks_webhooks, mlflow_events, uc_triggers
+from relay_tools.sync_webhooks import plan_webhooks
 from webhook.errors import ConfigurationError
 from webhook.routing import RouteRules, parse_rules
 
 PLATFORMS = ("mlflow", "databricks", "unity-catalog")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DESCRIPTION = "Starts Azure DevOps pipelines via mlflow-devops-relay (managed by mlflow-relay sync)"
 # Bounds for an unreachable server: MLflow retries 7 times with backoff (minutes), the SDK for 300 s.
 MLFLOW_HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -40,22 +40,6 @@ MLFLOW_HTTP_BOUNDS = {
 }
 DATABRICKS_RETRY_TIMEOUT_SECONDS = 3  # spent twice on an unreachable host: its metadata, then the call
 DATABRICKS_HTTP_TIMEOUT_SECONDS = 8
-_VERBS = {
-    "create": ("+", "create", "created"),
-    "update": ("~", "update", "updated"),
-    "unchanged": ("=", "unchanged", "unchanged"),
-    "extra": ("-", "delete", "deleted"),
-}
-
-
-@dataclass(frozen=True)
-class Change:
-    """One line of the plan, and how to carry it out (``extra``: the delete ``--prune`` runs)."""
-
-    verb: str  # create | update | unchanged | extra
-    what: str
-    detail: str = ""
-    apply: Callable[[], object] | None = None
 
 
 @contextmanager
@@ -90,22 +74,6 @@ def default_client(args: argparse.Namespace) -> Any:
     return WorkspaceClient(config=config)
 
 
-def _webhook_diff(view: Any, spec: Any) -> str:
-    """What an update would change in a registered webhook ("" when it already matches)."""
-    changes = []
-    if set(view.events) != set(spec.events):
-        changes.append(f"events: {','.join(view.events) or '-'} -> {','.join(spec.events)}")
-    if view.url != spec.url:
-        changes.append(f"url: {view.url} -> {spec.url}")
-    if view.status != spec.status:
-        changes.append(f"status: {view.status or '-'} -> {spec.status}")
-    if view.description != spec.description:
-        changes.append("description")
-    if spec.name and view.name != spec.name:
-        changes.append(f"name: {view.name} -> {spec.name}")
-    return "; ".join(changes)
-
-
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -113,68 +81,6 @@ def _version() -> str:
         return version("mlflow-devops-relay")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def plan_webhooks(
-    wanted: dict[str, tuple[str, ...]], backend: Any, *, url: str, name: str, secret: Callable[[], str]
-) -> list[Change]:
-    """Changes so that each ``wanted`` model ("" = registry-wide) has one webhook to ``url`` with its events.
-
-    Webhooks to ``url`` that no entry needs, and duplicates, are ``extra``.
-    """
-    from relay.webhooks_admin import WebhookSpec, same_url
-
-    mine = [w for w in backend.list_all("") if same_url(w.url, url)]
-    changes = []
-    for model, events in wanted.items():
-        spec = WebhookSpec(url=url, events=events, model=model, description=DESCRIPTION, name=name, status="ACTIVE")
-        label = "webhook " + (name or model or "(registry-wide)")
-        # Keep the webhook closest to the wanted one (no change needed, then our name); the rest are extra.
-        current = sorted(
-            (w for w in mine if w.model == model), key=lambda w: (bool(_webhook_diff(w, spec)), w.name != name)
-        )
-        mine = [w for w in mine if w.model != model] + current[1:]
-        if not current:
-            create = functools.partial(_with_secret, backend.create, spec, secret)
-            changes.append(Change("create", label, f"events={','.join(events)}", create))
-            continue
-        diff = _webhook_diff(current[0], spec)
-        update = functools.partial(_with_secret, functools.partial(backend.update, current[0].id), spec, secret)
-        detail = diff or f"events={','.join(events)}"
-        changes.append(Change("update" if diff else "unchanged", f"{label} {current[0].id}", detail, update))
-    for hook in mine:
-        label = f"webhook {hook.name or hook.model or '(registry-wide)'} {hook.id}"
-        changes.append(
-            Change("extra", label, f"events={','.join(hook.events)}", functools.partial(backend.delete, hook.id))
-        )
-    return changes
-
-
-def _with_secret(call: Callable[..., object], spec: Any, secret: Callable[[], str]) -> object:
-    return call(spec, secret=secret())
-
-
-def plan_jobs(triggers: list[Any], jobs: sync_jobs.BridgeJobs, *, template: dict[str, Any], url: str) -> list[Change]:
-    """Changes so that each trigger has one bridge job; managed bridge jobs no trigger needs are ``extra``."""
-    existing = jobs.managed(url)
-    changes = []
-    for trigger in triggers:
-        desired = sync_jobs.bridge_job_settings(template, trigger, relay_url=url)
-        key = (trigger.condition, trigger.securable)
-        current = [j for j in existing if sync_jobs.trigger_key(j.settings) == key]
-        existing = [j for j in existing if sync_jobs.trigger_key(j.settings) != key] + current[1:]
-        label = f"job {sync_jobs.job_label(trigger)}"
-        if not current:
-            changes.append(Change("create", label, "", functools.partial(jobs.create, desired)))
-            continue
-        diff = sync_jobs.differing_settings(current[0].settings, desired)
-        reset = functools.partial(jobs.reset, current[0].job_id, desired)
-        detail = f"settings: {', '.join(diff)}" if diff else ""
-        changes.append(Change("update" if diff else "unchanged", f"{label} ({current[0].job_id})", detail, reset))
-    for job in existing:
-        label = f"job {job.settings.get('name', '')} ({job.job_id})"
-        changes.append(Change("extra", label, "", functools.partial(jobs.delete, job.job_id)))
-    return changes
 
 
 def load_rules(args: argparse.Namespace) -> RouteRules:
@@ -208,33 +114,7 @@ def plan(
         if not t.securable
     ]
     template = sync_jobs.load_job_template(Path(args.job_spec))
-    return plan_jobs(triggers, sync_jobs.BridgeJobs(client), template=template, url=args.url), notes
-
-
-def carry_out(changes: list[Change], *, dry_run: bool, prune: bool, out: TextIO) -> None:
-    """Print each change as a diff line and, unless ``dry_run``, apply it; then the summary line."""
-    done = {"create": 0, "update": 0, "extra": 0}
-    for change in changes:
-        sign, verb, past = _VERBS[change.verb]
-        acts = change.verb in ("create", "update") or (change.verb == "extra" and prune)
-        if change.verb == "extra" and not prune:
-            shown = "not needed (kept; --prune deletes it)"
-        elif dry_run and acts:
-            shown = f"would {verb}"
-        else:
-            shown = past
-        if acts and not dry_run and change.apply is not None:
-            change.apply()
-        if acts:
-            done[change.verb] += 1
-        out.write(f"{sign} {shown} {change.what}" + (f"  {change.detail}" if change.detail else "") + "\n")
-    counts = f"{done['create']} to create, {done['update']} to update, {done['extra']} to delete"
-    if not any(done.values()):
-        out.write("dry run: no change needed\n" if dry_run else "no change\n")
-    elif dry_run:
-        out.write(f"dry run: {counts}; nothing was changed\n")
-    else:
-        out.write(f"{done['create']} created, {done['update']} updated, {done['extra']} deleted\n")
+    return sync_jobs.plan_jobs(triggers, sync_jobs.BridgeJobs(client), template=template, url=args.url), notes
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay_tools.sync_plan import Change
 from relay_tools.sync_rules import TriggerSpec
 from webhook.errors import ConfigurationError
 
@@ -143,3 +145,26 @@ class BridgeJobs:
 
     def delete(self, job_id: int) -> None:
         self._jobs.delete(job_id)
+
+
+def plan_jobs(triggers: list[TriggerSpec], jobs: BridgeJobs, *, template: dict[str, Any], url: str) -> list[Change]:
+    """Changes so that each trigger has one bridge job; managed bridge jobs no trigger needs are ``extra``."""
+    existing = jobs.managed(url)
+    changes = []
+    for trigger in triggers:
+        desired = bridge_job_settings(template, trigger, relay_url=url)
+        key = (trigger.condition, trigger.securable)
+        current = [j for j in existing if trigger_key(j.settings) == key]
+        existing = [j for j in existing if trigger_key(j.settings) != key] + current[1:]
+        label = f"job {job_label(trigger)}"
+        if not current:
+            changes.append(Change("create", label, "", functools.partial(jobs.create, desired)))
+            continue
+        diff = differing_settings(current[0].settings, desired)
+        reset = functools.partial(jobs.reset, current[0].job_id, desired)
+        detail = f"settings: {', '.join(diff)}" if diff else ""
+        changes.append(Change("update" if diff else "unchanged", f"{label} ({current[0].job_id})", detail, reset))
+    for job in existing:
+        label = f"job {job.settings.get('name', '')} ({job.job_id})"
+        changes.append(Change("extra", label, "", functools.partial(jobs.delete, job.job_id)))
+    return changes

@@ -120,6 +120,7 @@ class TestRegistryWebhooks:
         changed = REGISTRY_RULES.replace("to_stage: Production}", "to_stage: [Production, Archived]}")
         code, out, _ = sync("databricks", changed)
         (update,) = workspace.sent("PATCH", f"{WEBHOOKS}/update")
+        wine_id = update["id"]
         assert code == 0 and "~ updated webhook wine wh" in out
         assert "events: MODEL_VERSION_TRANSITIONED_TO_PRODUCTION -> MODEL_VERSION_TRANSITIONED_TO_PRODUCTION," in out
         assert update["events"] == [
@@ -136,6 +137,7 @@ class TestRegistryWebhooks:
         assert len(workspace.webhooks) == 3
         code, out, _ = sync("databricks", only_staging, "--prune")
         assert code == 0 and "- deleted webhook wine" in out
+        assert workspace.sent("DELETE", f"{WEBHOOKS}/delete") == [{"id": wine_id}]  # the id in the query, no body
         assert sorted(h.get("model_name", "*") for h in workspace.webhooks.values()) == ["*", "*"]
         assert workspace.webhooks["other"]["http_url_spec"] == elsewhere  # not this relay's: never touched
 
@@ -220,6 +222,8 @@ class TestBridgeJobs:
         }
         assert aliases["tasks"] == template["tasks"] and aliases["environments"] == template["environments"]
         assert sync.secret_reads == 0  # the bridge reads its secret from a Databricks secret scope
+        listings = workspace.sent("GET", "/api/2.2/jobs/list")
+        assert [q.get("page_token") for q in listings] == [None, "20"]  # the SDK followed the second page
 
         code, out, _ = sync("unity-catalog", UC_RULES)  # the server added its defaults: still no change
         assert (code, out.splitlines()[-1]) == (0, "no change")
