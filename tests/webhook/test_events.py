@@ -87,14 +87,14 @@ class TestMlflowEvents:
 
     def test_workspace_field_of_mlflow_3_18_is_kept(self):
         # MLflow 3.18 with MLFLOW_ENABLE_WORKSPACES adds "workspace" next to "data".
-        event = self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                             "data": {"name": "m", "version": "1"}, "workspace": "team-a"})  # fmt: skip
+        document = {"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z"}
+        event = self._parse({**document, "data": {"name": "m", "version": "1"}, "workspace": "team-a"})
         assert event.workspace == "team-a"
 
     @pytest.mark.parametrize("extra", [{}, {"workspace": None}, {"workspace": ""}])
     def test_delivery_without_a_workspace_has_none(self, extra):
-        event = self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                             "data": {"name": "m", "version": "1"}, **extra})  # fmt: skip
+        document = {"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z"}
+        event = self._parse({**document, "data": {"name": "m", "version": "1"}, **extra})
         assert event.workspace is None
 
     def test_version_created_without_version_names_the_field(self):
