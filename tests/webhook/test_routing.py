@@ -165,9 +165,16 @@ class TestRuleMatching:
 
     @pytest.mark.parametrize(
         ("pattern", "matches"),
-        [("main.ml.wine", True), ("main.ml.*", True), ("main.*.wine", True), ("*.wine", True),
-         ("main.ml", False), ("dev.ml.*", False), ("main.ml.wine-*", False)],
-    )  # fmt: skip
+        [
+            ("main.ml.wine", True),
+            ("main.ml.*", True),
+            ("main.*.wine", True),
+            ("*.wine", True),
+            ("main.ml", False),
+            ("dev.ml.*", False),
+            ("main.ml.wine-*", False),
+        ],
+    )
     def test_model_globs_match_unity_catalog_full_names(self, pattern, matches):
         document = rules(f"""
             rules:
