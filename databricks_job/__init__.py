@@ -9,5 +9,6 @@ Nothing here is imported by the Function App (its dependencies, ``mlflow-skinny`
 - ``validation``: load the model, require a signature, run user checks.
 - ``audit``: one audit row per run, to a table through a SQL warehouse, or a JSON Lines file.
 - ``job`` / ``__main__``: the orchestration and the ``relay-databricks-job`` entry point.
-- ``uc_event`` / ``uc_bridge``: emit an MLflow-format signed webhook for Unity Catalog models.
+- ``uc_updates`` / ``uc_event`` / ``uc_bridge``: a model update trigger's batch, and the MLflow-format
+  signed webhooks the bridge sends the relay for Unity Catalog models.
 """

@@ -16,7 +16,7 @@ from datetime import datetime
 from webhook.signatures import mlflow_signed_headers
 
 # The events the bridge can emit, with the data fields MLflow sends for each.
-SUPPORTED_EVENTS = ("model_version_alias.created", "model_version.created")
+SUPPORTED_EVENTS = ("model_version_alias.created", "model_version.created", "registered_model.created")
 # Namespace for delivery ids derived from a job run: stable across retries of the same task.
 _DELIVERY_NAMESPACE = uuid.UUID("6f1c9d1e-4a57-4c36-9d53-3c1f4b2a8e10")
 
@@ -55,13 +55,29 @@ def version_created_data(
     }
 
 
+def registered_model_created_data(*, name: str, tags: Mapping[str, str], description: str | None) -> dict[str, object]:
+    """``data`` of ``registered_model.created``."""
+    return {"name": name, "tags": dict(tags), "description": description}
+
+
+def derived_delivery_id(event: str, data: Mapping[str, object], *, job_run_id: str) -> str:
+    """A uuid derived from what the event is about, never from when it is sent.
+
+    The identity is the job run, the event and the model, version and alias, and nothing read
+    from the registry that can change (tags, description): a repaired or retried task sends
+    the same id again, so the relay answers ``duplicate`` instead of starting a second run;
+    two different updates, or the same update seen by two trigger runs, get different ids.
+    """
+    identity = [job_run_id, event, data.get("name"), data.get("version"), data.get("alias")]
+    return str(uuid.uuid5(_DELIVERY_NAMESPACE, json.dumps(identity)))
+
+
 def delivery_id_for(event: str, data: Mapping[str, object], *, job_run_id: str = "") -> str:
-    """A uuid for the delivery: derived from the job run when given, so a retried task
-    re-sends the same id and the relay's deduplication holds; random otherwise."""
+    """The single-event bridge's id: derived from the job run when given (see
+    ``derived_delivery_id``), random otherwise, as for a hand-run test delivery."""
     if not job_run_id:
         return str(uuid.uuid4())
-    identity = json.dumps([job_run_id, event, data], sort_keys=True)
-    return str(uuid.uuid5(_DELIVERY_NAMESPACE, identity))
+    return derived_delivery_id(event, data, job_run_id=job_run_id)
 
 
 def build_signed_request(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.settings import APP_ROOT
+from relay_tools.sync import add_sync_parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the relay locally in dry-run mode against signed samples")
     demo.add_argument("--port", type=int, default=0, help="port to serve on (default: any free port)")
     demo.set_defaults(func=cmd_demo)
+    add_sync_parser(sub)
 
     try:
         from relay_tools.webhooks_admin import add_webhooks_parser

@@ -37,6 +37,7 @@ class WebhookSpec:
     model: str = ""
     description: str = ""
     name: str = DEFAULT_NAME
+    status: str = ""  # "ACTIVE" makes an update re-enable the webhook; "" leaves it as it is
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class WebhookView:
     events: tuple[str, ...]
     model: str
     status: str
+    description: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,14 @@ class WebhookBackend(Protocol):
 BackendFactory = Callable[[argparse.Namespace], WebhookBackend]
 
 
-def _same_url(a: str, b: str) -> bool:
+def same_url(a: str, b: str) -> bool:
+    """Two webhook URLs that reach the same relay (a trailing slash or the case of the host aside)."""
     return a.rstrip("/").casefold() == b.rstrip("/").casefold()
 
 
 def find_matches(existing: Sequence[WebhookView], spec: WebhookSpec) -> list[WebhookView]:
     """Webhooks ``spec`` would duplicate: same URL and, where the platform scopes by model, same model."""
-    return [w for w in existing if _same_url(w.url, spec.url) and w.model == spec.model]
+    return [w for w in existing if same_url(w.url, spec.url) and w.model == spec.model]
 
 
 class DatabricksWebhooks:
@@ -100,9 +104,12 @@ class DatabricksWebhooks:
         return self._view(response.webhook)
 
     def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
+        from databricks.sdk.service.ml import RegistryWebhookStatus
+
         response = self._api.update_webhook(
             id=webhook_id, events=self._events(spec.events), description=spec.description or None,
             http_url_spec=self._url_spec(spec.url, secret),
+            status=RegistryWebhookStatus(spec.status) if spec.status else None,
         )  # fmt: skip
         return self._view(response.webhook)
 
@@ -133,7 +140,7 @@ class DatabricksWebhooks:
         return WebhookView(
             id=hook.id or "", url=hook.http_url_spec.url if hook.http_url_spec else "",
             events=tuple(e.value for e in hook.events or ()), model=hook.model_name or "",
-            status=hook.status.value if hook.status else "",
+            status=hook.status.value if hook.status else "", description=hook.description or "",
         )  # fmt: skip
 
 
@@ -163,7 +170,7 @@ class MlflowWebhooks:
     def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
         hook = self._client.update_webhook(
             webhook_id, name=spec.name, url=spec.url, events=list(spec.events),
-            description=spec.description or None, secret=secret,
+            description=spec.description or None, secret=secret, status=spec.status or None,
         )  # fmt: skip
         return self._view(hook)
 
@@ -187,7 +194,7 @@ class MlflowWebhooks:
     def _view(hook: Any) -> WebhookView:
         return WebhookView(
             id=hook.webhook_id, url=hook.url, events=tuple(str(e) for e in hook.events),
-            model="", status=str(hook.status),
+            model="", status=str(hook.status), description=hook.description or "", name=hook.name or "",
         )  # fmt: skip
 
 

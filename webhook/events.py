@@ -90,6 +90,7 @@ class RegistryEvent(BaseModel):
     delivery_id: str
     event_time: datetime
     is_test: bool = False
+    workspace: str | None = None  # MLflow 3.18+ with workspaces enabled; no other sender sends one
 
     @property
     def event_names(self) -> frozenset[str]:
@@ -223,6 +224,7 @@ class MlflowPayload(BaseModel):
     action: str = Field(min_length=1)
     timestamp: datetime
     data: dict[str, Any]
+    workspace: str | None = None  # top-level, next to ``data``, when the server has workspaces enabled
 
 
 class _MlflowModelData(BaseModel):
@@ -273,4 +275,5 @@ def parse_mlflow_event(body: bytes, *, delivery_id: str) -> RegistryEvent:
         delivery_id=delivery_id,
         event_time=event_time,
         is_test=data.name == MLFLOW_TEST_MODEL_NAME,
+        workspace=payload.workspace or None,
     )

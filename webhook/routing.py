@@ -19,7 +19,7 @@ from webhook.events import KINDS_NEEDING_EXPLICIT_EVENT, EventKind, RegistryEven
 PLACEHOLDERS = frozenset(
     {
         "model_name", "version", "event", "from_stage", "to_stage", "alias",
-        "source", "delivery_id", "event_time", "tag_key", "tag_value",
+        "source", "delivery_id", "event_time", "tag_key", "tag_value", "workspace",
     }
 )  # fmt: skip
 
@@ -99,8 +99,9 @@ class RuleConditions(BaseModel):
     from_stage: list[str] | None = None
     alias: list[str] | None = None
     tag: TagCondition | None = None
+    workspace: list[str] | None = None  # fnmatch globs on an MLflow 3.18 delivery's ``workspace``
 
-    @field_validator("event", "source", "model", "to_stage", "from_stage", "alias", mode="before")
+    @field_validator("event", "source", "model", "to_stage", "from_stage", "alias", "workspace", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         listed = _as_list(value)
@@ -150,7 +151,8 @@ class RouteRule(BaseModel):
             return False  # a sender's test payload fires only rules that name its model
         return (
             _in(event.source, when.source)
-            and (when.model is None or any(fnmatch.fnmatchcase(event.model_name, p) for p in when.model))
+            and _glob_in(event.model_name, when.model)
+            and _glob_in(event.workspace, when.workspace)
             and _in(event.to_stage, when.to_stage)
             and _in(event.from_stage, when.from_stage)
             and _in(event.alias, when.alias, case_sensitive=True)
@@ -172,6 +174,12 @@ def _placeholder_names(template: str, parameter: str) -> list[str]:
             raise ValueError(f"parameter {parameter!r}: placeholder {{{field}}} must be a bare name")
         names.append(field)
     return names
+
+
+def _glob_in(value: str | None, patterns: list[str] | None) -> bool:
+    if patterns is None:
+        return True
+    return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
 def _in(value: str | None, allowed: list[str] | None, *, case_sensitive: bool = False) -> bool:
@@ -279,6 +287,7 @@ def placeholder_values(event: RegistryEvent) -> dict[str, str]:
         "event_time": event.event_time.isoformat(),
         "tag_key": event.tag_key or "",
         "tag_value": event.tag_value or "",
+        "workspace": event.workspace or "",
     }
 
 

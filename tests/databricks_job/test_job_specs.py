@@ -11,7 +11,6 @@ import pytest
 
 from databricks_job.errors import ParameterError
 from databricks_job.params import parse_job_args
-from databricks_job.uc_bridge import build_parser
 from pipelines.run_databricks_job import PARAMETER_ENV
 
 SPECS = Path(__file__).resolve().parents[2] / "databricks_job"
@@ -49,12 +48,3 @@ def test_the_shipped_job_refuses_to_run_until_its_audit_warehouse_is_set() -> No
 
     with pytest.raises(ParameterError, match="needs --audit-warehouse-id"):
         parse_job_args(_resolved_arguments(spec, values))
-
-
-def test_uc_bridge_job_arguments_parse() -> None:
-    spec = _spec("uc-bridge-job.json")
-    values = {p["name"]: p["default"] for p in spec["parameters"]} | {"model_name": "main.ml.wine", "alias": "a"}
-
-    ns = build_parser().parse_args(_resolved_arguments(spec, values))
-
-    assert (ns.model_name, ns.secret_scope, ns.job_run_id) == ("main.ml.wine", "mlflow-devops-relay", "881")

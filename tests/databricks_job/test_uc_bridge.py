@@ -12,8 +12,14 @@ import pytest
 import responses
 
 from databricks_job.errors import DeliveryFailed
-from databricks_job.uc_bridge import main, post_signed, read_scope_secret, retry_after_seconds
-from databricks_job.uc_event import alias_created_data, build_signed_request, delivery_id_for
+from databricks_job.uc_bridge import main, post_signed, read_scope_secret
+from databricks_job.uc_event import (
+    alias_created_data,
+    build_signed_request,
+    delivery_id_for,
+    derived_delivery_id,
+    version_created_data,
+)
 from tests.recorded_samples import SAMPLES_DIR
 from webhook.signatures import verify_mlflow_signature
 
@@ -41,6 +47,22 @@ class TestSignedRequest:
     def test_naive_time_is_refused(self) -> None:
         with pytest.raises(ValueError, match="timezone-aware"):
             build_signed_request("model_version.created", {}, secret="s", delivery_id="d", now=datetime(2026, 1, 1))
+
+    def test_derived_delivery_id_names_the_update_not_what_the_registry_says_about_it(self) -> None:
+        def version(tags: dict[str, str]) -> dict[str, object]:
+            return version_created_data(name="c.s.m", version="4", source="s", run_id="r", tags=tags, description=None)
+
+        event = "model_version.created"
+        same = derived_delivery_id(event, version({"a": "1"}), job_run_id="77")
+        assert derived_delivery_id(event, version({"a": "2", "b": "3"}), job_run_id="77") == same  # repaired run
+        assert derived_delivery_id(event, version({}), job_run_id="78") != same  # the next trigger run
+        champion = alias_created_data(name="c.s.m", alias="champion", version="4")
+        challenger = alias_created_data(name="c.s.m", alias="challenger", version="4")
+        ids = {
+            derived_delivery_id(e, d, job_run_id="77")
+            for e, d in [("model_version_alias.created", champion), ("model_version_alias.created", challenger)]
+        }
+        assert len(ids | {same}) == 3
 
     def test_delivery_id_is_stable_for_one_job_run_and_fresh_without_one(self) -> None:
         data = alias_created_data(name="c.s.m", alias="champion", version="4")
@@ -105,11 +127,17 @@ class TestDelivery:
             post_signed(client, RELAY_URL, _request(), sleep=lambda s: None)
         assert len(seen) == 4
 
-    def test_retry_after_accepts_an_http_date_and_is_capped(self) -> None:
-        now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
-        assert retry_after_seconds("Sat, 28 Nov 2026 12:00:12 GMT", now=now) == 12.0
-        assert retry_after_seconds("86400") == 60.0
-        assert retry_after_seconds("soon") is None
+    def test_an_http_date_retry_after_is_honoured_and_every_wait_is_capped(self) -> None:
+        now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC).timestamp()
+        answers: list[httpx.Response | Exception] = [
+            httpx.Response(503, headers={"Retry-After": "Sat, 28 Nov 2026 12:00:12 GMT"}),
+            httpx.Response(429, headers={"Retry-After": "86400"}),
+            httpx.Response(503, headers={"Retry-After": "soon"}),
+            httpx.Response(200),
+        ]
+        sleeps: list[float] = []
+        post_signed(_client(answers, []), RELAY_URL, _request(), sleep=sleeps.append, clock=lambda: now)
+        assert sleeps == [12.0, 60.0, 4.0]  # the date, the cap, then the backoff for a value that is neither
 
 
 class TestEntryPoint:

@@ -90,6 +90,18 @@ class TestMlflowEvents:
                              "data": {"name": "m"}})  # fmt: skip
         assert event.event_time == datetime(2026, 11, 28, 15, 29, tzinfo=UTC)
 
+    def test_workspace_field_of_mlflow_3_18_is_kept(self):
+        # MLflow 3.18 with MLFLOW_ENABLE_WORKSPACES adds "workspace" next to "data".
+        document = {"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z"}
+        event = self._parse({**document, "data": {"name": "m", "version": "1"}, "workspace": "team-a"})
+        assert event.workspace == "team-a"
+
+    @pytest.mark.parametrize("extra", [{}, {"workspace": None}, {"workspace": ""}])
+    def test_delivery_without_a_workspace_has_none(self, extra):
+        document = {"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z"}
+        event = self._parse({**document, "data": {"name": "m", "version": "1"}, **extra})
+        assert event.workspace is None
+
     def test_version_created_without_version_names_the_field(self):
         with pytest.raises(PayloadInvalid, match=r"data\.version"):
             self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",

@@ -163,6 +163,54 @@ class TestRuleMatching:
         """)
         assert fired(document, event()) == (["r"] if matches else [])
 
+    @pytest.mark.parametrize(
+        ("pattern", "matches"),
+        [
+            ("main.ml.wine", True),
+            ("main.ml.*", True),
+            ("main.*.wine", True),
+            ("*.wine", True),
+            ("main.ml", False),
+            ("dev.ml.*", False),
+            ("main.ml.wine-*", False),
+        ],
+    )
+    def test_model_globs_match_unity_catalog_full_names(self, pattern, matches):
+        document = rules(f"""
+            rules:
+              - {{name: r, pipeline_id: 1, when: {{model: "{pattern}"}}}}
+        """)
+        assert fired(document, alias_event(model="main.ml.wine")) == (["r"] if matches else [])
+
+    def test_workspace_condition_matches_globs_on_the_delivery_workspace(self):
+        document = rules("""
+            rules:
+              - {name: team-a, pipeline_id: 1, when: {workspace: team-a}}
+              - {name: teams, pipeline_id: 2, when: {workspace: ["team-*", ops]}}
+              - {name: anywhere, pipeline_id: 3, when: {alias: champion}}
+        """)
+        assert fired(document, alias_event(workspace="team-a")) == ["team-a", "teams", "anywhere"]
+        assert fired(document, alias_event(workspace="ops")) == ["teams", "anywhere"]
+        assert fired(document, alias_event(workspace="Team-a")) == ["anywhere"]
+
+    def test_workspace_condition_never_matches_a_delivery_without_workspace(self):
+        document = rules("""
+            rules:
+              - {name: any-workspace, pipeline_id: 1, when: {workspace: "*"}}
+        """)
+        assert fired(document, alias_event()) == []
+        assert fired(document, event()) == []
+
+    def test_workspace_placeholder_is_the_delivery_workspace(self):
+        document = rules("""
+            rules:
+              - {name: r, pipeline_id: 1, parameters: {target: "{workspace}/{model_name}"}}
+        """)
+        [with_workspace] = route_event(document, alias_event(workspace="team-a"), default_project="MLOps")
+        [without] = route_event(document, alias_event(), default_project="MLOps")
+        assert with_workspace.template_parameters == {"target": "team-a/wine-quality"}
+        assert without.template_parameters == {"target": "/wine-quality"}
+
     def test_list_conditions_match_any_value(self):
         document = rules("""
             rules:
@@ -327,6 +375,7 @@ class TestParameters:
             "alias": "champion", "delivery_id": "d-42", "event": "model_version_tag.set",
             "event_time": "2026-11-28T15:29:00.545965+00:00", "from_stage": "Staging", "model_name": "wine-quality",
             "source": "mlflow", "tag_key": "deploy", "tag_value": "true", "to_stage": "Production", "version": "3",
+            "workspace": "",
         }  # fmt: skip
         assert datetime.fromisoformat(run.template_parameters["event_time"]) == EVENT_TIME
 
