@@ -1,5 +1,5 @@
 // The relay's resources, all reached with one user-assigned managed identity and no keys:
-// Flex Consumption Function App (Python 3.11, Linux), identity-based host storage with shared-key
+// Flex Consumption Function App (Python 3.13 by default, Linux), identity-based host storage with shared-key
 // access disabled, Key Vault (RBAC, soft delete, purge protection), Application Insights with
 // Entra-only ingestion. Role assignments are named guid(scope, principal, role) so re-deploying
 // is idempotent.
@@ -44,6 +44,14 @@ param deployerPrincipalType string = 'User'
 
 @description('Key Vault secret name of the previous webhook secret during a rotation; empty otherwise.')
 param webhookPreviousSecretName string = ''
+
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+@description('Python version of the app. 3.13 is the one CI runs the tests on, through the pinned azure-functions-runtime; 3.11 and 3.12 stay deployable (requirements.txt pins azure-functions 1.x for them).')
+param pythonVersion string = '3.13'
 
 @minValue(40)
 @maxValue(1000)
@@ -318,6 +326,18 @@ var baseAppSettings = [
   }
 ]
 
+// Dependency isolation: the packages requirements.txt pins must be the ones the app imports, not
+// the copies bundled with the Python worker (azure-functions, protobuf, grpcio among them). On 3.13
+// the worker always puts the app's packages first, and loads the execution runtime pinned there
+// (azure-functions-runtime); this setting does nothing there, so it is not set. The 3.11 and 3.12
+// worker puts its own packages first unless PYTHON_ISOLATE_WORKER_DEPENDENCIES=1.
+var dependencyIsolationAppSettings = pythonVersion == '3.13' ? [] : [
+  {
+    name: 'PYTHON_ISOLATE_WORKER_DEPENDENCIES'
+    value: '1'
+  }
+]
+
 var rotationAppSettings = empty(webhookPreviousSecretName) ? [] : [
   {
     name: 'WEBHOOK_PREVIOUS_SECRET_NAME'
@@ -370,7 +390,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
     siteConfig: {
@@ -378,7 +398,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseAppSettings, rotationAppSettings)
+      appSettings: concat(baseAppSettings, dependencyIsolationAppSettings, rotationAppSettings)
     }
   }
   // The host reads its storage with the identity at first start: grant the roles before that.
