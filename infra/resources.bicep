@@ -64,6 +64,11 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@minValue(1)
+@maxValue(32)
+@description('HTTP requests one instance takes at a time; the Python worker gets as many threads for the (synchronous) webhook function. See bench/README.md (concurrency per instance).')
+param httpPerInstanceConcurrency int = 16
+
 @minValue(0)
 @maxValue(10)
 @description('Always-ready instances for the HTTP function group: 0 scales to zero (each idle period ends in a cold start, see the README\'s benchmark); 1 keeps one warm instance, billed while idle.')
@@ -324,6 +329,14 @@ var baseAppSettings = [
     name: 'IDEMPOTENCY_TABLE'
     value: idempotencyTableName
   }
+  // The webhook function is synchronous: the worker runs it on a thread pool, min(32, CPUs + 4)
+  // threads by default. Requests the platform hands an instance beyond its threads
+  // wait inside the worker for a thread instead of going to another instance, so the pool is as
+  // large as perInstanceConcurrency (bench/concurrency.py measures both).
+  {
+    name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+    value: string(httpPerInstanceConcurrency)
+  }
 ]
 
 // Dependency isolation: the packages requirements.txt pins must be the ones the app imports, not
@@ -381,6 +394,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
         alwaysReady: alwaysReadyHttpInstances > 0 ? [
           {
             name: 'http'

@@ -22,6 +22,7 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "PYTHON_ISOLATE_WORKER_DEPENDENCIES",  # the 3.11/3.12 Python worker (infra/resources.bicep says why)
+    "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's pool for synchronous functions
 }
 APP_SETTING = re.compile(r"name: '([A-Za-z_][A-Za-z0-9_]*)'\s*\n\s*value:")
 BICEP_PARAM = re.compile(r"^param (\w+) \w+( = .*)?$", re.MULTILINE)
@@ -124,6 +125,12 @@ class TestBicepAppSettings:
         assert block and block.group(1).startswith("pythonVersion == '3.13' ? [] : [")
         assert "name: 'PYTHON_ISOLATE_WORKER_DEPENDENCIES'\n    value: '1'" in block.group(1)
         assert "concat(baseAppSettings, dependencyIsolationAppSettings," in text
+
+    def test_worker_threads_match_the_per_instance_http_concurrency(self) -> None:
+        # The sync webhook runs on the worker's pool: fewer threads than concurrent requests queues them inside.
+        text = (INFRA / "resources.bicep").read_text()
+        assert "perInstanceConcurrency: httpPerInstanceConcurrency" in text
+        assert "name: 'PYTHON_THREADPOOL_THREAD_COUNT'\n    value: string(httpPerInstanceConcurrency)" in text
 
     def test_azd_parameters_match_the_template(self) -> None:
         params = {name: default for name, default in BICEP_PARAM.findall((INFRA / "main.bicep").read_text())}
