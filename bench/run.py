@@ -1,7 +1,9 @@
 """The relay's performance benchmark: ``python bench/run.py [--quick] [--json PATH]``.
 
 Measures, side by side in one run, against loopback stand-ins (see bench/README.md):
-warm overhead, cold start, Key Vault / token amortisation, fan-out and a burst. Prints one
+warm overhead, cold start (against a trivial app and the floor the SDKs set), the cold path's
+imports and floors, its network depth, Key Vault / token amortisation, fan-out, a burst, and
+concurrency per instance through the Functions runtime library's dispatch. Prints one
 table (measure, relay, baseline, ratio, target, PASS/FAIL) and writes the figures as JSON.
 Exit status 1 when a target is missed, 2 when a measure could not run.
 """
@@ -22,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine, write_rules
 
-FULL = {"warm": 2000, "cold": 15, "amortise": 1000, "fanout": 15, "burst": 500}
-QUICK = {"warm": 200, "cold": 3, "amortise": 200, "fanout": 5, "burst": 100}
+FULL = {"warm": 2000, "cold": 15, "coldpath": 15, "depth": 5, "amortise": 1000, "fanout": 15, "burst": 500,
+        "concurrency": 500}
+QUICK = {"warm": 200, "cold": 3, "coldpath": 3, "depth": 2, "amortise": 200, "fanout": 5, "burst": 100,
+         "concurrency": 100}
+RELAY_OVER_FLOOR = 1.15  # issue 16: the cold first answer, as deployed, against the floor process
 MLFLOW_TIMEOUT_MS = 30_000
 
 
@@ -70,6 +75,7 @@ def cold_rows(summary: dict[str, Any]) -> list[Row]:
     ratio_vault = vault["wall_median_ms"] / trivial["wall_median_ms"]
     ratio_env = env["wall_median_ms"] / trivial["wall_median_ms"]
     ratio_floor = floor["wall_median_ms"] / trivial["wall_median_ms"]
+    over_floor = vault["wall_median_ms"] / floor["wall_median_ms"]
     # Like with like: everything after ``import azure.functions`` (the wall times also carry the
     # interpreter's start-up noise), the relay's import, indexing and first answer against the
     # floor's SDK imports, indexing and constant answer.
@@ -79,7 +85,10 @@ def cold_rows(summary: dict[str, Any]) -> list[Row]:
         Row("import function_app (after azure.functions)", f"+{_ms(delta)}",
             _ms(trivial["import_azure_functions_median_ms"]) + " azure.functions", "-", "<= +150 ms", delta <= 150),
         Row(f"cold first answer, Key Vault (median of {vault['runs']})", _ms(vault["wall_median_ms"]),
-            _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_vault:.2f}x", "<= 2x", ratio_vault <= 2),
+            _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_vault:.2f}x", "-", None),
+        Row("cold first answer, Key Vault / the floor", _ms(vault["wall_median_ms"]),
+            _ms(floor["wall_median_ms"]) + " floor", f"{over_floor:.2f}x", f"<= {RELAY_OVER_FLOOR}x",
+            over_floor <= RELAY_OVER_FLOOR),
         Row(f"cold first answer, secrets from env (median of {env['runs']})", _ms(env["wall_median_ms"]),
             _ms(trivial["wall_median_ms"]) + " trivial app", f"{ratio_env:.2f}x", "-", None),
         Row(f"cold floor: trivial app + the SDK imports (median of {floor['runs']})", _ms(floor["wall_median_ms"]),
@@ -87,6 +96,44 @@ def cold_rows(summary: dict[str, Any]) -> list[Row]:
         Row("cold, after import azure.functions: relay / floor", _ms(relay_part),
             _ms(floor_part) + " floor", f"{relay_part / floor_part:.2f}x", "-", None),
     ]  # fmt: skip
+
+
+def cold_path_rows(summary: dict[str, Any]) -> list[Row]:
+    base = summary["trivial_wall_median_ms"]
+    rows = [Row(f"cold {name} (median of {floor['runs']})", _ms(floor["wall_median_ms"]), _ms(base) + " trivial app",
+                f"{floor['ratio_to_trivial']:.2f}x", "-", None) for name, floor in summary["floors"].items()]
+    imports = summary["relay_imports_ms"]
+    top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports.items())[:6])
+    rows.append(Row("cold relay imports, own time per package (ms)", top, "-", "-", "-", None))
+    rows.append(Row("cold relay imports: the Queue SDK (needed only to queue)", _ms(imports.get("azure.storage", 0.0)),
+                    "-", "-", "-", None))
+    return rows
+
+
+def depth_rows(summary: dict[str, Any]) -> list[Row]:
+    delay = summary["delay_ms"]
+    times = summary["first_answer_median_ms"]
+    per_service = summary["flights_per_service"].items()
+    flights = ", ".join(f"{service} {c['connect']}+{c['send']}" for service, c in per_service)
+    return [
+        Row(f"cold first answer: sequential round trips ({delay:.0f} ms each)", f"{summary['sequential_round_trips']}",
+            f"first answer {_ms(times['0'])} -> {_ms(times[f'{delay:.0f}'])}", "-", "-", None),
+        Row("cold first answer: connections+flights per service", flights, "-", "-", "-", None),
+    ]
+
+
+def concurrency_rows(summary: dict[str, Any]) -> list[Row]:
+    from bench.concurrency import BASELINE
+
+    base = summary[BASELINE]
+    rows = []
+    for name, v in summary.items():
+        if not isinstance(v, dict):
+            continue
+        rows.append(Row(f"burst {v['deliveries']}, DevOps 200 ms, one instance: {name}",
+                        f"{_ms(v['p50_ms'])} / {_ms(v['p99_ms'])}, {v['instance_s_per_1000']:.1f} inst-s/1000",
+                        f"wall {v['wall_s']:.2f} s", f"{v['wall_s'] / base['wall_s']:.2f}x", "-", None))
+    return rows
 
 
 def amortisation_rows(summary: dict[str, Any]) -> list[Row]:
@@ -142,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.amortise import run_amortisation
     from bench.burst import run_burst
     from bench.cold import run_cold
+    from bench.cold_path import run_cold_path
+    from bench.concurrency import run_concurrency
     from bench.fanout import run_fanout
+    from bench.network_depth import run_network_depth
     from bench.warm import run_warm
 
     started = time.perf_counter()
@@ -159,10 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = [
             ("warm", lambda: run_warm(workdir, one_rule, deliveries=sizes["warm"]).summary(), warm_rows),
             ("cold", lambda: run_cold(workdir, one_rule, repeats=sizes["cold"]).summary(), cold_rows),
+            ("coldpath", lambda: run_cold_path(workdir, one_rule, repeats=sizes["coldpath"]).summary(),
+             cold_path_rows),
+            ("depth", lambda: run_network_depth(workdir, one_rule, repeats=sizes["depth"]).summary(), depth_rows),
             ("amortise", lambda: run_amortisation(workdir, one_rule, deliveries=sizes["amortise"]).summary(),
              amortisation_rows),
             ("fanout", lambda: run_fanout(workdir, repeats=sizes["fanout"]).summary(), fanout_rows),
             ("burst", lambda: run_burst(workdir, one_rule, deliveries=sizes["burst"]).summary(), burst_rows),
+            ("concurrency", lambda: {name: r.summary() for name, r in
+                                     run_concurrency(workdir, one_rule, deliveries=sizes["concurrency"]).items()},
+             concurrency_rows),
         ]  # fmt: skip
         for name, measure, to_rows in plan:
             if name not in selected:

@@ -43,6 +43,14 @@ param deployerPrincipalType string = 'User'
 @description('Key Vault secret name of the previous webhook secret, set only while rotating. Empty: only the current secret is accepted.')
 param webhookPreviousSecretName string = ''
 
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+@description('Python version of the app; 3.13 is the tested default.')
+param pythonVersion string = '3.13'
+
 @minValue(0)
 @maxValue(10)
 @description('Always-ready instances for the webhook (HTTP) functions; 0 scales to zero. See the README\'s cold-start figures.')
@@ -73,6 +81,7 @@ module relay 'resources.bicep' = {
     deployerPrincipalType: deployerPrincipalType
     webhookPreviousSecretName: webhookPreviousSecretName
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    pythonVersion: pythonVersion
   }
 }
 

@@ -1,5 +1,5 @@
 // The relay's resources, all reached with one user-assigned managed identity and no keys:
-// Flex Consumption Function App (Python 3.11, Linux), identity-based host storage with shared-key
+// Flex Consumption Function App (Python 3.13 by default, Linux), identity-based host storage with shared-key
 // access disabled, Key Vault (RBAC, soft delete, purge protection), Application Insights with
 // Entra-only ingestion. Role assignments are named guid(scope, principal, role) so re-deploying
 // is idempotent.
@@ -45,6 +45,14 @@ param deployerPrincipalType string = 'User'
 @description('Key Vault secret name of the previous webhook secret during a rotation; empty otherwise.')
 param webhookPreviousSecretName string = ''
 
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+@description('Python version of the app. 3.13 is the one CI runs the tests on, through the pinned azure-functions-runtime; 3.11 and 3.12 stay deployable (requirements.txt pins azure-functions 1.x for them).')
+param pythonVersion string = '3.13'
+
 @minValue(40)
 @maxValue(1000)
 @description('Upper bound on Flex Consumption instances.')
@@ -55,6 +63,11 @@ param maximumInstanceCount int = 40
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(32)
+@description('HTTP requests one instance takes at a time; the Python worker gets as many threads for the (synchronous) webhook function. See bench/README.md (concurrency per instance).')
+param httpPerInstanceConcurrency int = 16
 
 @minValue(0)
 @maxValue(10)
@@ -316,6 +329,26 @@ var baseAppSettings = [
     name: 'IDEMPOTENCY_TABLE'
     value: idempotencyTableName
   }
+  // The webhook function is synchronous: the worker runs it on a thread pool, min(32, CPUs + 4)
+  // threads by default. Requests the platform hands an instance beyond its threads
+  // wait inside the worker for a thread instead of going to another instance, so the pool is as
+  // large as perInstanceConcurrency (bench/concurrency.py measures both).
+  {
+    name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+    value: string(httpPerInstanceConcurrency)
+  }
+]
+
+// Dependency isolation: the packages requirements.txt pins must be the ones the app imports, not
+// the copies bundled with the Python worker (azure-functions, protobuf, grpcio among them). On 3.13
+// the worker always puts the app's packages first, and loads the execution runtime pinned there
+// (azure-functions-runtime); this setting does nothing there, so it is not set. The 3.11 and 3.12
+// worker puts its own packages first unless PYTHON_ISOLATE_WORKER_DEPENDENCIES=1.
+var dependencyIsolationAppSettings = pythonVersion == '3.13' ? [] : [
+  {
+    name: 'PYTHON_ISOLATE_WORKER_DEPENDENCIES'
+    value: '1'
+  }
 ]
 
 var rotationAppSettings = empty(webhookPreviousSecretName) ? [] : [
@@ -361,6 +394,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
         alwaysReady: alwaysReadyHttpInstances > 0 ? [
           {
             name: 'http'
@@ -370,7 +408,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
     siteConfig: {
@@ -378,7 +416,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseAppSettings, rotationAppSettings)
+      appSettings: concat(baseAppSettings, dependencyIsolationAppSettings, rotationAppSettings)
     }
   }
   // The host reads its storage with the identity at first start: grant the roles before that.

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 def test_quick_run_measures_and_reports(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
-    measures = ["warm", "cold", "amortise", "fanout"]
+    measures = ["warm", "cold", "depth", "amortise", "fanout"]
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--only", *measures, "--json", str(results)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
@@ -44,6 +44,10 @@ def test_quick_run_measures_and_reports(tmp_path: Path) -> None:
     assert [cold[k]["runs"] for k in ("trivial", "floor", "relay_key_vault", "relay_env_secrets")] == [3] * 4
     assert cold["runs_at_standin"] == 2 * 3
     assert {"azure-identity", "azure-keyvault-secrets", "azure-data-tables"} <= set(cold["floor"]["distributions"])
+
+    depth = report["depth"]
+    assert depth["runs"] == 2
+    assert set(depth["flights_per_service"]) >= {"identity", "keyvault", "table", "devops"}  # every dependency proxied
 
     counts = [row for row in report["table"] if row["measure"].startswith(("Key Vault reads", "token acquisitions"))]
     assert len(counts) == 3

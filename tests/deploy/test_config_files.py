@@ -20,6 +20,8 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    "PYTHON_ISOLATE_WORKER_DEPENDENCIES",  # the 3.11/3.12 Python worker (infra/resources.bicep says why)
+    "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's pool for synchronous functions
 }
 APP_SETTING = re.compile(r"name: '([A-Za-z_][A-Za-z0-9_]*)'\s*\n\s*value:")
 BICEP_PARAM = re.compile(r"^param (\w+) \w+( = .*)?$", re.MULTILINE)
@@ -113,6 +115,27 @@ class TestBicepAppSettings:
     def test_required_settings_and_the_identity_are_set(self) -> None:
         required = {f.alias for f in Settings.model_fields.values() if f.is_required() and f.alias}
         assert required | {"KEY_VAULT_URL", "AZURE_CLIENT_ID", "AzureWebJobsStorage__accountName"} <= self.names()
+
+    def test_python_313_is_the_default_runtime_in_both_templates(self) -> None:
+        for name in ("main.bicep", "resources.bicep"):
+            assert "param pythonVersion string = '3.13'" in (INFRA / name).read_text(), name
+        assert "version: pythonVersion" in (INFRA / "resources.bicep").read_text()
+        given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+        assert given["pythonVersion"]["value"] == "${PYTHON_VERSION=3.13}"
+
+    def test_worker_dependency_isolation_is_set_below_313_only(self) -> None:
+        # The 3.13 worker always isolates (and ignores the setting); 3.11/3.12 need it to honour requirements.txt.
+        text = (INFRA / "resources.bicep").read_text()
+        block = re.search(r"var dependencyIsolationAppSettings = (.*?)\n\]", text, re.DOTALL)
+        assert block and block.group(1).startswith("pythonVersion == '3.13' ? [] : [")
+        assert "name: 'PYTHON_ISOLATE_WORKER_DEPENDENCIES'\n    value: '1'" in block.group(1)
+        assert "concat(baseAppSettings, dependencyIsolationAppSettings," in text
+
+    def test_worker_threads_match_the_per_instance_http_concurrency(self) -> None:
+        # The sync webhook runs on the worker's pool: fewer threads than concurrent requests queues them inside.
+        text = (INFRA / "resources.bicep").read_text()
+        assert "perInstanceConcurrency: httpPerInstanceConcurrency" in text
+        assert "name: 'PYTHON_THREADPOOL_THREAD_COUNT'\n    value: string(httpPerInstanceConcurrency)" in text
 
     def test_azd_parameters_match_the_template(self) -> None:
         params = {name: default for name, default in BICEP_PARAM.findall((INFRA / "main.bicep").read_text())}
