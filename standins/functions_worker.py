@@ -64,7 +64,7 @@ class WorkerProcess:
             env = {k: v for k, v in os.environ.items() if k in PLACEHOLDER_ENV}
         else:
             env = self.environment
-        self._child = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], env=env, text=True,
+        self._child = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, text=True,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
         if self.specialized:
             self._send({"op": "specialize", "environment": self.environment})

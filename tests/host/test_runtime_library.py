@@ -29,7 +29,7 @@ runtime = pytest.importorskip(
     reason="azure-functions-runtime is not installed: requirements.txt pins it for Python 3.13+ only",
 )
 
-from tests.faults.scenarios import RelayHarness, databricks_delivery, mlflow_delivery  # noqa: E402
+from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery  # noqa: E402
 
 from relay.names import RETRY_QUEUE_NAME  # noqa: E402
 from standins.azurite import Azurite  # noqa: E402
@@ -156,7 +156,7 @@ class TestWebhookThroughTheRuntime:
 class TestDedicatedStart:
     """A worker whose process environment is the app's (Premium, Dedicated, Core Tools)."""
 
-    def test_indexes_the_same_functions_and_names_a_missing_setting(
+    def test_indexes_the_same_functions_and_answers_a_missing_setting_with_an_error_id(
         self, worker: WorkerProcess, relay: RelayHarness
     ) -> None:
         environment = {k: v for k, v in os.environ.items() if k != "DEVOPS_PROJECT"}
@@ -165,7 +165,9 @@ class TestDedicatedStart:
                 n: f.bindings for n, f in worker.functions.items()}
             delivery = mlflow_delivery()
             answer = dedicated.http(WEBHOOK, method="POST", headers=delivery.headers, body=delivery.body)
-        assert answer.status == 500 and "DEVOPS_PROJECT" in answer.json()["detail"]
+        body = answer.json()
+        assert answer.status == 500 and body["error"] == "ConfigurationError" and body["error_id"]
+        assert "DEVOPS_PROJECT" not in answer.body.decode()  # the log line names it, not the answer
         assert b"Traceback" not in answer.body
 
 
