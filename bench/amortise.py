@@ -16,10 +16,10 @@ from typing import Any
 from bench.common import PROJECT, WEBHOOK_SECRET, apply_environ, mlflow_delivery, start_devops_standin
 from bench.warm import http_request, relay_handler
 from devops.auth import AZURE_DEVOPS_SCOPE
+from relay.settings import DEFAULT_WEBHOOK_SECRET_NAME as WEBHOOK_SECRET_NAME
 from standins.azure import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
 
 DEVOPS_RESOURCE = AZURE_DEVOPS_SCOPE.removesuffix("/.default")
-WEBHOOK_SECRET_NAME = "mlflow-webhook-secret"
 
 
 @dataclass

@@ -20,6 +20,9 @@ from webhook.errors import ConfigurationError
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+# The Key Vault secret names the template creates (the settings below default to them).
+DEFAULT_WEBHOOK_SECRET_NAME = "mlflow-webhook-secret"
+DEFAULT_PAT_SECRET_NAME = "devops-pat"
 
 
 class SecretSettings(BaseModel):
@@ -29,9 +32,9 @@ class SecretSettings(BaseModel):
 
     key_vault_url: str | None = Field(None, alias="KEY_VAULT_URL")
     azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
-    webhook_secret_name: str = Field("mlflow-webhook-secret", alias="WEBHOOK_SECRET_NAME")
+    webhook_secret_name: str = Field(DEFAULT_WEBHOOK_SECRET_NAME, alias="WEBHOOK_SECRET_NAME")
     webhook_previous_secret_name: str | None = Field(None, alias="WEBHOOK_PREVIOUS_SECRET_NAME")
-    devops_pat_secret_name: str = Field("devops-pat", alias="DEVOPS_PAT_SECRET_NAME")
+    devops_pat_secret_name: str = Field(DEFAULT_PAT_SECRET_NAME, alias="DEVOPS_PAT_SECRET_NAME")
     secret_cache_seconds: float = Field(300.0, alias="SECRET_CACHE_SECONDS", ge=0)
 
     # Local development only (no KEY_VAULT_URL): secrets straight from the environment.

@@ -29,12 +29,11 @@ runtime = pytest.importorskip(
     reason="azure-functions-runtime is not installed: requirements.txt pins it for Python 3.13+ only",
 )
 
-from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery  # noqa: E402
-
 from relay.names import RETRY_QUEUE_NAME  # noqa: E402
 from standins.azurite import Azurite  # noqa: E402
 from standins.devops import Fault, no_faults  # noqa: E402
 from standins.functions_worker import WorkerProcess  # noqa: E402
+from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK = "MLflowWebHookTransition"
