@@ -21,8 +21,8 @@ from webhook.errors import ConfigurationError
 APP_ROOT = Path(__file__).resolve().parent.parent
 UNRESOLVED_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 # The Key Vault secret names the template creates (the settings below default to them).
-DEFAULT_WEBHOOK_SECRET_NAME = "mlflow-webhook-secret"
-DEFAULT_PAT_SECRET_NAME = "devops-pat"
+DEFAULT_WEBHOOK_SECRET_NAME = "mlflow-webhook-secret"  # noqa: S105 (a name, not a secret)
+DEFAULT_PAT_SECRET_NAME = "devops-pat"  # noqa: S105 (a name, not a secret)
 
 
 class SecretSettings(BaseModel):
