@@ -62,7 +62,7 @@ class Settings(SecretSettings):
 
     devops_org_url: str = Field(alias="DEVOPS_ORG_URL")
     devops_project: str = Field(alias="DEVOPS_PROJECT", min_length=1)
-    devops_auth: Literal["pat", "managed-identity"] = Field("pat", alias="DEVOPS_AUTH")
+    devops_auth: Literal["pat", "managed-identity"] = Field("managed-identity", alias="DEVOPS_AUTH")
     devops_deadline_seconds: float = Field(20.0, alias="DEVOPS_DEADLINE_SECONDS", gt=0)
     devops_ca_bundle: str | None = Field(None, alias="DEVOPS_CA_BUNDLE")
 
