@@ -163,7 +163,8 @@ def add_webhooks_parser(
         if name == "create":
             sub.add_argument("--url", required=True, help="https://<app>/api/MLflowWebHookTransition")
             sub.add_argument("--events", default="", help="comma-separated; default per platform")
-            sub.add_argument("--description", default="Starts Azure DevOps pipelines via mlflow-devops-relay")
+            sub.add_argument("--description", default="Starts Azure DevOps pipelines via mlflow-devops-relay",
+                             help="the webhook's description, shown by the platform")
             sub.add_argument("--name", default=DEFAULT_NAME, help="MLflow webhook name")
         if name in ("test", "delete"):
             sub.add_argument("--id", required=True, help="webhook id (see `list`)")

@@ -181,7 +181,8 @@ class RelayHarness:
         rules.write_text(SCENARIO_RULES, encoding="utf-8")
         self.settings = {
             "DEVOPS_PROJECT": PROJECT, "DEVOPS_DEADLINE_SECONDS": str(deadline),
-            "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
+            "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT,
+            "ROUTES_FILE": str(rules),
             "IDEMPOTENCY_TABLE": self.table, "RETRY_MAX_ATTEMPTS": str(max_attempts),
             **({"AzureWebJobsStorage": storage} if storage else {}), **(settings or {}),
         }  # fmt: skip
@@ -393,7 +394,7 @@ def key_vault_outage(harness: RelayHarness, *, ttl: float = 300.0) -> Figures:
     then the vault becomes unreachable: cached secrets keep serving until ``ttl`` passes on the
     secrets' clock, then the relay answers 503 with Retry-After and starts nothing."""
     from relay.keyvault import KeyVaultSecretSource
-from relay.secrets import RelaySecrets
+    from relay.secrets import RelaySecrets
 
     figures = Figures("Key Vault unreachable (warm cache)")
     vault = FakeVault({"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT})

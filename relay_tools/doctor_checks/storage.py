@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from relay_tools.cli_errors import first_line
-from relay_tools.doctor_checks import DEPLOY_GUIDE, CheckResult, DoctorContext, failed, passed, skipped
+from relay_tools.doctor_checks import DEPLOY_GUIDE, CheckResult, DoctorContext, Status, failed, passed, skipped
 from relay_tools.doctor_checks.azure import IDENTITY_REMEDY, NO_SETTINGS
 
 PROBE_PARTITION = "doctor-probe"
@@ -67,11 +67,14 @@ def check_retry_queues(ctx: DoctorContext) -> list[CheckResult]:
         return skip
     assert ctx.settings is not None
     settings = ctx.settings
-    results = []
-    for name in (RETRY_QUEUE_NAME, f"{RETRY_QUEUE_NAME}-poison"):
-        results.append(_run(f"the queue {name!r} is reachable and writable", _queue_probe(settings, name),
-                            role="Storage Queue Data Contributor"))  # fmt: skip
-    return results
+    retry = _run(f"the queue {RETRY_QUEUE_NAME!r} is reachable and writable", _queue_probe(settings, RETRY_QUEUE_NAME),
+                 role="Storage Queue Data Contributor")
+    poison_name = f"{RETRY_QUEUE_NAME}-poison"
+    what = f"the queue {poison_name!r} is reachable and writable"
+    if retry.status is Status.FAILED and retry.detail.startswith("unreachable"):
+        # Same account and endpoint: no second wait for the SDK's retries.
+        return [retry, skipped("storage", what, f"its account is unreachable (see {RETRY_QUEUE_NAME!r} above)")]
+    return [retry, _run(what, _queue_probe(settings, poison_name), role="Storage Queue Data Contributor")]
 
 
 def _queue_probe(settings: Any, name: str) -> Callable[[], None]:
