@@ -47,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     from relay_tools.sign import add_sign_parser
     from relay_tools.webhooks_admin import add_webhooks_parser
 
-    parser = OneLineParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_serve_parser, add_doctor_parser, add_explain_parser, add_sign_parser, add_webhooks_parser,
-                add_demo_parser):  # fmt: skip
+    for add in (
+        add_serve_parser,
+        add_doctor_parser,
+        add_explain_parser,
+        add_sign_parser,
+        add_webhooks_parser,
+        add_demo_parser,
+    ):
         add(sub)
     accept_verbose_anywhere(parser)
     return parser
@@ -67,14 +74,19 @@ def accept_verbose_anywhere(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for subparser in dict.fromkeys(action.choices.values()):
                 if "--verbose" not in subparser._option_string_actions:
-                    subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                           help=VERBOSE_HELP)  # fmt: skip
+                    subparser.add_argument(
+                        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+                    )
                 accept_verbose_anywhere(subparser)
 
 
 def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
     for name in QUIET_UNLESS_VERBOSE:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 

@@ -45,9 +45,11 @@ REDACTED = "[redacted]"
 
 def add_doctor_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     doctor = subparsers.add_parser(
-        "doctor", help="check everything the deployment depends on; exit 1 if anything fails",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "doctor",
+        help="check everything the deployment depends on; exit 1 if anything fails",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     doctor.add_argument("--json", action="store_true", help="print the checks and the summary as JSON")
     doctor.set_defaults(func=cmd_doctor)
 
@@ -61,8 +63,14 @@ def run_checks(environ: Mapping[str, str], checks: Sequence[Check] = CHECKS) -> 
             results.extend(check(ctx))
         except Exception as exc:  # a bug in a check must not hide the others' findings
             name = check.__name__.removeprefix("check_")
-            results.append(failed(name, "the check ran", f"internal error: {type(exc).__name__}: "
-                                  f"{first_line(str(exc))}", "please report it (run with -v for the log)"))  # fmt: skip
+            results.append(
+                failed(
+                    name,
+                    "the check ran",
+                    f"internal error: {type(exc).__name__}: {first_line(str(exc))}",
+                    "please report it (run with -v for the log)",
+                )
+            )
     return results, ctx.sensitive
 
 

@@ -26,8 +26,11 @@ def add_explain_parser(subparsers: argparse._SubParsersAction) -> None:  # type:
     explain.add_argument("--rules", help="rules file (default: ROUTES_FILE or routes.yaml)")
     explain.add_argument("--project", help="default Azure DevOps project (default: DEVOPS_PROJECT)")
     explain.add_argument("--delivery-id", help="delivery id for an MLflow payload")
-    explain.add_argument("--preview", action="store_true",
-                         help="ask Azure DevOps for a preview run of each request (needs the relay's settings)")
+    explain.add_argument(
+        "--preview",
+        action="store_true",
+        help="ask Azure DevOps for a preview run of each request (needs the relay's settings)",
+    )
     explain.set_defaults(func=cmd_explain)
 
 

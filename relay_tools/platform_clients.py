@@ -53,8 +53,9 @@ def databricks_workspace() -> Any:
         from databricks.sdk.config import Config
     except ImportError:
         raise CliError(INSTALL_EXTRA, ExitCode.CONFIGURATION) from None
-    config = Config(retry_timeout_seconds=DATABRICKS_RETRY_TIMEOUT_SECONDS,
-                    http_timeout_seconds=DATABRICKS_HTTP_TIMEOUT_SECONDS)  # fmt: skip
+    config = Config(
+        retry_timeout_seconds=DATABRICKS_RETRY_TIMEOUT_SECONDS, http_timeout_seconds=DATABRICKS_HTTP_TIMEOUT_SECONDS
+    )
     return WorkspaceClient(config=config)
 
 
@@ -99,8 +100,9 @@ def _databricks_error(exc: Exception, host: str) -> CliError | None:
     if isinstance(exc, DatabricksError):
         return CliError(f"Databricks refused: {text}", ExitCode.REFUSED)
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
-        return CliError(f"Databricks workspace {host or '(DATABRICKS_HOST)'} did not answer: {text}",
-                        ExitCode.UNAVAILABLE)  # fmt: skip
+        return CliError(
+            f"Databricks workspace {host or '(DATABRICKS_HOST)'} did not answer: {text}", ExitCode.UNAVAILABLE
+        )
     if isinstance(exc, ValueError):
         return CliError(f"Databricks configuration: {text}", ExitCode.CONFIGURATION)
     return None
@@ -115,16 +117,23 @@ def _mlflow_error(exc: Exception, uri: str) -> CliError | None:
         message = first_line(exc.message, limit=2000)
         if message.startswith("API request to"):  # the server never answered
             reason = _connection_reason(message)
-            return CliError(f"the MLflow tracking server at {uri} did not answer ({reason}): check --tracking-uri "
-                            "or MLFLOW_TRACKING_URI", ExitCode.UNAVAILABLE)  # fmt: skip
+            return CliError(
+                f"the MLflow tracking server at {uri} did not answer ({reason}): check --tracking-uri "
+                "or MLFLOW_TRACKING_URI",
+                ExitCode.UNAVAILABLE,
+            )
         return CliError(f"MLflow: {first_line(message)}", ExitCode.REFUSED)
     return None
 
 
 def _connection_reason(message: str) -> str:
-    for needle, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
-                           ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
-                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):  # fmt: skip
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ):
         if needle in message:
             return reason
     return "no answer"

@@ -9,10 +9,12 @@ from relay_tools.cli_errors import ExitCode
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = subparsers.add_parser("serve", help="host the function app locally (like `func start`)",
-                                  description=__doc__)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve = subparsers.add_parser(
+        "serve", help="host the function app locally (like `func start`)", description=__doc__
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
     serve.add_argument("--port", type=int, default=7071, help="port to listen on (default: 7071, as Core Tools)")
     serve.add_argument("--dry-run", action="store_true", help="answer with the runs it would start; call nothing")
     serve.set_defaults(func=cmd_serve)

@@ -29,5 +29,11 @@ def tool_secrets(settings: SecretSettings, *, ttl: float | None = None, previous
     """The relay's secrets from where the relay reads them (``relay.composition.secret_source``);
     ``previous=False`` leaves out the rotation's previous webhook secret."""
     source, (webhook, previous_name, pat) = secret_source(settings)
-    return RelaySecrets(source, webhook_name=webhook, previous_name=previous_name if previous else None, pat_name=pat,
-                        ttl=settings.secret_cache_seconds if ttl is None else ttl, wait=TOOL_SECRET_WAIT_SECONDS)
+    return RelaySecrets(
+        source,
+        webhook_name=webhook,
+        previous_name=previous_name if previous else None,
+        pat_name=pat,
+        ttl=settings.secret_cache_seconds if ttl is None else ttl,
+        wait=TOOL_SECRET_WAIT_SECONDS,
+    )

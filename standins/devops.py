@@ -10,7 +10,7 @@ nothing and answers the expanded YAML (``finalYaml``). ``GET /{org}/_apis/projec
 and ``GET /{org}/{project}/_apis/pipelines/{id}`` answer 200 for the projects and pipelines
 that exist (any, unless ``projects``/``pipelines`` say which) and 404 otherwise. Faults (429 +
 Retry-After, 503, slow answers, connection resets, 203) are chosen per POST by a
-``FaultPlan``. Every request, every started run and every preview is recorded.
+``FaultPlan``. Every request, every started run and every accepted preview is recorded.
 """
 
 from __future__ import annotations

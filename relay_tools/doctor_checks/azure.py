@@ -53,8 +53,13 @@ def check_identity(ctx: DoctorContext) -> list[CheckResult]:
         return [skipped("identity", "the identity gets its tokens", NO_SETTINGS)]
     scopes = token_scopes(ctx)
     if not scopes:
-        return [skipped("identity", "the identity gets its tokens",
-                        "no resource needs one (PAT, secrets from the environment, storage by connection string)")]
+        return [
+            skipped(
+                "identity",
+                "the identity gets its tokens",
+                "no resource needs one (PAT, secrets from the environment, storage by connection string)",
+            )
+        ]
     credential = azure_credential(ctx.settings.azure_client_id)
     return [_token(ctx, credential, resource, scope) for resource, scope in scopes]
 
@@ -108,8 +113,10 @@ def _secret(ctx: DoctorContext, source: SecretSource, role: str, name: str, wher
 def _vault_remedy(exc: BaseException) -> str:
     status = getattr(exc.__cause__, "status_code", None)
     if status == 403:
-        return ("grant the app's identity the 'Key Vault Secrets User' role on the vault "
-                f"(the template does; role assignments take a minute or two to apply; {DEPLOY_GUIDE}, step 2)")
+        return (
+            "grant the app's identity the 'Key Vault Secrets User' role on the vault "
+            f"(the template does; role assignments take a minute or two to apply; {DEPLOY_GUIDE}, step 2)"
+        )
     if "authenticate" in str(exc):
         return IDENTITY_REMEDY
     return "check KEY_VAULT_URL and that the vault is reachable from here (firewall, private endpoint, DNS)"

@@ -36,10 +36,16 @@ def check_settings(ctx: DoctorContext) -> list[CheckResult]:
     ctx.settings = settings
     secrets = "Key Vault" if settings.uses_key_vault else "the environment (local development only)"
     storage = "storage" if settings.uses_storage else "memory, no durable retry (local development only)"
-    auth = settings.devops_auth + (" (Azure DevOps is retiring PATs: prefer managed-identity)"
-                                   if settings.devops_auth == "pat" else "")  # fmt: skip
-    return [passed("settings", "the settings parse and are complete",
-                   f"DEVOPS_AUTH={auth}; secrets from {secrets}; ledger and retry queue in {storage}")]  # fmt: skip
+    auth = settings.devops_auth + (
+        " (Azure DevOps is retiring PATs: prefer managed-identity)" if settings.devops_auth == "pat" else ""
+    )
+    return [
+        passed(
+            "settings",
+            "the settings parse and are complete",
+            f"DEVOPS_AUTH={auth}; secrets from {secrets}; ledger and retry queue in {storage}",
+        )
+    ]
 
 
 def _problem(text: str) -> CheckResult:
@@ -64,11 +70,24 @@ def check_rules(ctx: DoctorContext) -> list[CheckResult]:
     try:
         rules = load_rules_file(path)
     except ConfigurationError as exc:
-        return [failed("rules", what, exc.detail, "fix the rule and field it names (README, Routing rules); "
-                       "`mlflow-relay explain <payload>` checks a file offline")]  # fmt: skip
+        return [
+            failed(
+                "rules",
+                what,
+                exc.detail,
+                "fix the rule and field it names (README, Routing rules); "
+                "`mlflow-relay explain <payload>` checks a file offline",
+            )
+        ]
     if not rules.rules:
-        return [failed("rules", what, "it has no rules: no event will ever start a pipeline",
-                       "add a rule (README, Routing rules)")]  # fmt: skip
+        return [
+            failed(
+                "rules",
+                what,
+                "it has no rules: no event will ever start a pipeline",
+                "add a rule (README, Routing rules)",
+            )
+        ]
     ctx.rules = rules
     listed = ", ".join(f"{r.name} -> pipeline {r.pipeline_id}" for r in rules.rules)
     return [passed("rules", what, f"{len(rules.rules)} rule(s): {listed}")]

@@ -124,8 +124,11 @@ def check_project(ctx: DoctorContext) -> list[CheckResult]:
     ctx.devops = DevOpsSession.build(ctx)
     remedy = f"check DEVOPS_PROJECT (and DEVOPS_ORG_URL): `az devops project list --org {settings.devops_org_url}`"
     try:
-        project = ctx.devops.get_json(f"_apis/projects/{quote(settings.devops_project, safe='')}",
-                                      not_found=f"no project {settings.devops_project!r} here", not_found_remedy=remedy)
+        project = ctx.devops.get_json(
+            f"_apis/projects/{quote(settings.devops_project, safe='')}",
+            not_found=f"no project {settings.devops_project!r} here",
+            not_found_remedy=remedy,
+        )
     except Refusal as exc:
         ctx.devops_problem = "Azure DevOps did not accept the organisation, project or credentials (see above)"
         return [failed("devops", what, exc.detail, exc.remedy)]
@@ -148,13 +151,15 @@ def _pipeline(ctx: DoctorContext, project: str, pipeline_id: int, rules: list[st
     what = f"pipeline {pipeline_id} exists in project {project!r} (rules: {', '.join(rules)})"
     remedy = (
         f"fix pipeline_id of rule(s) {', '.join(rules)} in routes.yaml "
-        f"(`az pipelines list --project {project!r} --query \"[].{{id:id,name:name}}\" -o table`), "
+        f'(`az pipelines list --project {project!r} --query "[].{{id:id,name:name}}" -o table`), '
         "or let the identity view the pipeline"
     )
     try:
-        pipeline = ctx.devops.get_json(f"{quote(project, safe='')}/_apis/pipelines/{pipeline_id}",
-                                       not_found="it does not exist, or the identity may not see it",
-                                       not_found_remedy=remedy)
+        pipeline = ctx.devops.get_json(
+            f"{quote(project, safe='')}/_apis/pipelines/{pipeline_id}",
+            not_found="it does not exist, or the identity may not see it",
+            not_found_remedy=remedy,
+        )
     except Refusal as exc:
         ctx.missing_pipelines.add((project, pipeline_id))
         return failed("pipelines", what, exc.detail, exc.remedy)
@@ -210,16 +215,29 @@ def sample_request(rule: RouteRule, default_project: str) -> PipelineRunRequest:
 
     model = first(when.model, "doctor-check-model")
     values = dict.fromkeys(PLACEHOLDERS, "")
-    values.update({
-        "model_name": "doctor-check-model" if any(c in model for c in "*?[") else model, "version": "1",
-        "event": first(when.event, "doctor-check"), "from_stage": first(when.from_stage),
-        "to_stage": first(when.to_stage), "alias": first(when.alias), "source": first(when.source, "mlflow"),
-        "delivery_id": f"doctor-{uuid.uuid4().hex}", "event_time": "2026-01-01T00:00:00+00:00",
-        "tag_key": when.tag.key if when.tag else "", "tag_value": (when.tag.value or "") if when.tag else "",
-    })  # fmt: skip
+    values.update(
+        {
+            "model_name": "doctor-check-model" if any(c in model for c in "*?[") else model,
+            "version": "1",
+            "event": first(when.event, "doctor-check"),
+            "from_stage": first(when.from_stage),
+            "to_stage": first(when.to_stage),
+            "alias": first(when.alias),
+            "source": first(when.source, "mlflow"),
+            "delivery_id": f"doctor-{uuid.uuid4().hex}",
+            "event_time": "2026-01-01T00:00:00+00:00",
+            "tag_key": when.tag.key if when.tag else "",
+            "tag_value": (when.tag.value or "") if when.tag else "",
+        }
+    )
     templates = rule.parameters if rule.parameters is not None else DEFAULT_PARAMETERS
     return PipelineRunRequest(
-        rule=rule.name, project=rule.project or default_project, pipeline_id=rule.pipeline_id, branch=rule.branch,
+        rule=rule.name,
+        project=rule.project or default_project,
+        pipeline_id=rule.pipeline_id,
+        branch=rule.branch,
         template_parameters={k: t.format_map(values) for k, t in templates.items()},
-        delivery_id=values["delivery_id"], model_name=values["model_name"], version="1",
-    )  # fmt: skip
+        delivery_id=values["delivery_id"],
+        model_name=values["model_name"],
+        version="1",
+    )

@@ -67,8 +67,11 @@ def check_retry_queues(ctx: DoctorContext) -> list[CheckResult]:
         return skip
     assert ctx.settings is not None
     settings = ctx.settings
-    retry = _run(f"the queue {RETRY_QUEUE_NAME!r} is reachable and writable", _queue_probe(settings, RETRY_QUEUE_NAME),
-                 role="Storage Queue Data Contributor")
+    retry = _run(
+        f"the queue {RETRY_QUEUE_NAME!r} is reachable and writable",
+        _queue_probe(settings, RETRY_QUEUE_NAME),
+        role="Storage Queue Data Contributor",
+    )
     poison_name = f"{RETRY_QUEUE_NAME}-poison"
     what = f"the queue {poison_name!r} is reachable and writable"
     if retry.status is Status.FAILED and retry.detail.startswith("unreachable"):
@@ -89,8 +92,9 @@ def _queue_probe(settings: Any, name: str) -> Callable[[], None]:
         queue = service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
         with contextlib.suppress(ResourceExistsError):
             queue.create_queue()
-        message = queue.send_message('{"doctor": "probe"}', visibility_timeout=PROBE_VISIBILITY_SECONDS,
-                                     time_to_live=PROBE_TTL_SECONDS)  # fmt: skip
+        message = queue.send_message(
+            '{"doctor": "probe"}', visibility_timeout=PROBE_VISIBILITY_SECONDS, time_to_live=PROBE_TTL_SECONDS
+        )
         queue.delete_message(message.id, message.pop_receipt)
 
     return probe
@@ -102,8 +106,12 @@ def _run(what: str, probe: Callable[[], None], *, role: str) -> CheckResult:
     try:
         probe()
     except ServiceRequestError as exc:
-        return failed("storage", what, f"unreachable ({type(exc).__name__}: {first_line(str(exc), limit=160)})",
-                      UNREACHABLE_REMEDY)  # fmt: skip
+        return failed(
+            "storage",
+            what,
+            f"unreachable ({type(exc).__name__}: {first_line(str(exc), limit=160)})",
+            UNREACHABLE_REMEDY,
+        )
     except ClientAuthenticationError as exc:
         if getattr(exc, "status_code", None) == 403:
             return failed("storage", what, f"refused (HTTP 403, {_code(exc)})", _role_remedy(role))

@@ -41,10 +41,17 @@ def _decisions_in(function: ast.FunctionDef, path: Path) -> set[str]:
             names.add(first.value)
             continue
         assert isinstance(first, ast.Name), f"{path.name}:{node.lineno}: a decision is a literal or a variable"
-        assigned = [a.value for a in ast.walk(function) if isinstance(a, ast.Assign)
-                    and any(isinstance(t, ast.Name) and t.id == first.id for t in a.targets)]  # fmt: skip
-        literals = {c.value for value in assigned for c in ast.walk(value)
-                    if isinstance(c, ast.Constant) and isinstance(c.value, str)}  # fmt: skip
+        assigned = [
+            a.value
+            for a in ast.walk(function)
+            if isinstance(a, ast.Assign) and any(isinstance(t, ast.Name) and t.id == first.id for t in a.targets)
+        ]
+        literals = {
+            c.value
+            for value in assigned
+            for c in ast.walk(value)
+            if isinstance(c, ast.Constant) and isinstance(c.value, str)
+        }
         assert literals, f"{path.name}:{node.lineno}: cannot tell which decisions {first.id!r} holds"
         names.update(literals)
     return names

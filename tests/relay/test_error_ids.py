@@ -78,8 +78,11 @@ class TestUnsignedNeedsNoConfiguration:
         assert response.status_code == 401 and deliveries.answer(response)["error"] == "AuthenticationFailed"
         assert not devops.calls
 
-    @pytest.mark.xfail(strict=True, reason="issue 13: the relay builds every setting before verifying; a "
-                       "mis-signed request to a relay missing a non-secret setting is answered 500, not 401")  # fmt: skip
+    @pytest.mark.xfail(
+        strict=True,
+        reason="issue 13: the relay builds every setting before verifying; a "
+        "mis-signed request to a relay missing a non-secret setting is answered 500, not 401",
+    )
     def test_mis_signed_request_needs_only_the_secret(self, relay_env, call_webhook, deliveries, devops):
         relay_env.delenv("DEVOPS_PROJECT")  # not needed to verify a signature
         body = deliveries.databricks_body()

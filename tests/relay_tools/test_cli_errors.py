@@ -67,8 +67,13 @@ def no_databricks_config(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> pytes
 @pytest.fixture
 def bounded_mlflow(clean_env: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """MLflow's HTTP knobs as the user left them (unset); whatever the command sets is undone."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):  # fmt: skip
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    ):
         clean_env.delenv(name, raising=False)
     yield clean_env
 
@@ -89,8 +94,9 @@ class TestOneLineErrors:
         assert code == ExitCode.USAGE
         assert_one_line(err, "mlflow-relay explain: cannot read", "absent.json")
 
-    def test_a_broken_rules_file_is_a_configuration_error(self, clean_env: Any, tmp_path: Path, deliveries: Any,
-                                                          capsys: Any) -> None:  # fmt: skip
+    def test_a_broken_rules_file_is_a_configuration_error(
+        self, clean_env: Any, tmp_path: Path, deliveries: Any, capsys: Any
+    ) -> None:
         payload, rules = tmp_path / "p.json", tmp_path / "routes.yaml"
         payload.write_bytes(deliveries.mlflow_body())
         rules.write_text("rules:\n  - name: prod\n    pipeline_id: 0\n", encoding="utf-8")
@@ -98,8 +104,9 @@ class TestOneLineErrors:
         assert code == ExitCode.CONFIGURATION
         assert_one_line(err, "rule 'prod'", "pipeline_id")
 
-    def test_an_unreachable_key_vault_is_unavailable(self, clean_env: pytest.MonkeyPatch, tmp_path: Path,
-                                                     deliveries: Any, capsys: Any) -> None:  # fmt: skip
+    def test_an_unreachable_key_vault_is_unavailable(
+        self, clean_env: pytest.MonkeyPatch, tmp_path: Path, deliveries: Any, capsys: Any
+    ) -> None:
         clean_env.setattr(relay.composition, "azure_credential", lambda client_id: StaticCredential())
         clean_env.setenv("KEY_VAULT_URL", f"https://127.0.0.1:{closed_port()}")
         payload = tmp_path / "p.json"
@@ -171,9 +178,15 @@ class TestWebhooksErrors:
 class TestParser:
     @pytest.mark.parametrize(
         "argv",
-        [["-v", "demo"], ["demo", "-v"], ["webhooks", "list", "--platform", "mlflow", "-v"],
-         ["webhooks", "-v", "list", "--platform", "mlflow"], ["--verbose", "doctor", "--json"], ["doctor", "--verbose"]],
-    )  # fmt: skip
+        [
+            ["-v", "demo"],
+            ["demo", "-v"],
+            ["webhooks", "list", "--platform", "mlflow", "-v"],
+            ["webhooks", "-v", "list", "--platform", "mlflow"],
+            ["--verbose", "doctor", "--json"],
+            ["doctor", "--verbose"],
+        ],
+    )
     def test_verbose_goes_before_or_after_the_command(self, argv: list[str]) -> None:
         assert build_parser().parse_args(argv).verbose is True
 

@@ -5,6 +5,7 @@ the check it concerns red, with its remedy, and no output ever holds a secret or
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import uuid
@@ -42,8 +43,17 @@ rules:
     when: {event: model_version_alias.created, alias: champion}
 """
 # What azure-identity and the HTTP stacks read from the process environment on their own.
-AMBIENT = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
-           "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")  # fmt: skip
+AMBIENT = (
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +86,17 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-               capsys: pytest.CaptureFixture[str]) -> Iterator[Deployment]:  # fmt: skip
+def deployment(
+    azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Deployment]:
     identity = IdentityStandIn().start()
-    devops = DevOpsStandIn(tmp_path / "devops", pat=None, bearer_token=identity.token_for(DEVOPS_RESOURCE),
-                           projects=frozenset({"MLOps"}),
-                           pipelines={12: "model-deploy-staging", 13: "model-deploy-production"}).start()  # fmt: skip
+    devops = DevOpsStandIn(
+        tmp_path / "devops",
+        pat=None,
+        bearer_token=identity.token_for(DEVOPS_RESOURCE),
+        projects=frozenset({"MLOps"}),
+        pipelines={12: "model-deploy-staging", 13: "model-deploy-production"},
+    ).start()
     vault = KeyVaultStandIn(devops.tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET}).start()
     rules = tmp_path / "routes.yaml"
     rules.write_text(RULES, encoding="utf-8")
@@ -89,12 +104,18 @@ def deployment(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv(name, raising=False)
     ca = str(devops.tls.ca_file)
     settings = {
-        "DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": "MLOps", "DEVOPS_CA_BUNDLE": ca,
-        "KEY_VAULT_URL": vault.vault_url, "ROUTES_FILE": str(rules),
-        "AzureWebJobsStorage": azurite.connection_string, "IDEMPOTENCY_TABLE": "doctor" + uuid.uuid4().hex[:12],
-        "IDENTITY_ENDPOINT": identity.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER,
-        "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca,
-    }  # fmt: skip
+        "DEVOPS_ORG_URL": devops.org_url,
+        "DEVOPS_PROJECT": "MLOps",
+        "DEVOPS_CA_BUNDLE": ca,
+        "KEY_VAULT_URL": vault.vault_url,
+        "ROUTES_FILE": str(rules),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "IDEMPOTENCY_TABLE": "doctor" + uuid.uuid4().hex[:12],
+        "IDENTITY_ENDPOINT": identity.endpoint,
+        "IDENTITY_HEADER": IDENTITY_HEADER,
+        "REQUESTS_CA_BUNDLE": ca,
+        "SSL_CERT_FILE": ca,
+    }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     yield Deployment(devops, identity, vault, monkeypatch, rules, capsys)
@@ -114,7 +135,8 @@ def failed_lines(out: str) -> list[str]:
 
 def assert_no_secret(deployment: Deployment, *outputs: str) -> None:
     for text in outputs:
-        for secret in (WEBHOOK_SECRET, DEVOPS_PAT, *deployment.tokens):
+        basic = base64.b64encode(f":{DEVOPS_PAT}".encode()).decode()
+        for secret in (WEBHOOK_SECRET, DEVOPS_PAT, basic, *deployment.tokens):
             assert secret not in text
 
 
@@ -132,8 +154,10 @@ class TestAllGreen:
         assert code == 0, out
         assert failed_lines(out) == []
         checks = {line.split(":")[0] for line in lines_of(out)}
-        assert checks == {f"✓ {name}" for name in ("settings", "rules", "identity", "secrets", "devops", "pipelines",
-                                                   "parameters", "storage")}  # fmt: skip
+        assert checks == {
+            f"✓ {name}"
+            for name in ("settings", "rules", "identity", "secrets", "devops", "pipelines", "parameters", "storage")
+        }
         assert out.splitlines()[-1].startswith("doctor: ") and "0 failed" in out and "ready" in out
         assert deployment.devops.runs == [], "a preview run must start nothing"
         assert {p["pipeline_id"] for p in deployment.devops.previews} == {12, 13}
@@ -197,13 +221,21 @@ FAULTS: dict[str, tuple[FaultSetup, str, tuple[str, ...], tuple[str, ...]]] = {
     # fault: (setup, the one check that turns red, words in its lines, words in the remedy)
     "missing secret": (missing_secret, "secrets", ("'mlflow-webhook-secret'", "does not exist"), ("step 3",)),
     "no Key Vault role": (no_key_vault_role, "secrets", ("denied",), ("Key Vault Secrets User",)),
-    "identity not in the organisation": (identity_not_in_organisation, "devops",
-                                         ("HTTP 401", "not a member", "TF400813"), ("add the app's identity",)),
+    "identity not in the organisation": (
+        identity_not_in_organisation,
+        "devops",
+        ("HTTP 401", "not a member", "TF400813"),
+        ("add the app's identity",),
+    ),
     "unknown pipeline id": (unknown_pipeline, "pipelines", ("pipeline 99", "does not exist"), ("pipeline_id",)),
-    "undeclared parameter": (undeclared_parameter, "parameters", ("'staging'", "Unexpected parameter 'alias'"),
-                             ("declare the parameter",)),
+    "undeclared parameter": (
+        undeclared_parameter,
+        "parameters",
+        ("'staging'", "Unexpected parameter 'alias'"),
+        ("declare the parameter",),
+    ),
     "storage unreachable": (storage_unreachable, "storage", ("unreachable",), ("AzureWebJobsStorage",)),
-}  # fmt: skip
+}
 
 
 class TestOneFaultAtATime:
@@ -234,7 +266,8 @@ class TestOneFaultAtATime:
         unknown_pipeline(deployment)
         _, out, _ = deployment.doctor()
         assert [line.split(":")[1].strip() for line in lines_of(out) if line.startswith("- parameters")] == [
-            "rule 'staging'"]  # fmt: skip
+            "rule 'staging'"
+        ]
         assert [p["pipeline_id"] for p in deployment.devops.previews] == [13, 13]
 
 
@@ -285,4 +318,11 @@ class TestWithoutADeployment:
         assert all("is required" in line and "→ set" in line for line in red)
         assert "✓ rules:" in out  # the shipped routes.yaml still loads
         assert [line.split(":")[0] for line in lines_of(out) if line.startswith("- ")] == [
-            "- identity", "- secrets", "- devops", "- pipelines", "- parameters", "- storage", "- storage"]  # fmt: skip
+            "- identity",
+            "- secrets",
+            "- devops",
+            "- pipelines",
+            "- parameters",
+            "- storage",
+            "- storage",
+        ]
