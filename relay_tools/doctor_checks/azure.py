@@ -114,8 +114,9 @@ def _vault_remedy(exc: BaseException) -> str:
     status = getattr(exc.__cause__, "status_code", None)
     if status == 403:
         return (
-            "grant the app's identity the 'Key Vault Secrets User' role on the vault "
-            f"(the template does; role assignments take a minute or two to apply; {DEPLOY_GUIDE}, step 2)"
+            "grant the 'Key Vault Secrets User' role on the vault to the identity that read it (the app's "
+            f"identity in Azure, where the template grants it; your account locally); role assignments take "
+            f"a minute or two to apply ({DEPLOY_GUIDE}, step 2)"
         )
     if "authenticate" in str(exc):
         return IDENTITY_REMEDY

@@ -128,4 +128,7 @@ def _code(exc: Any) -> str:
 
 
 def _role_remedy(role: str) -> str:
-    return f"grant the app's identity {role!r} on the storage account (the template does; {DEPLOY_GUIDE}, step 2)"
+    return (
+        f"grant {role!r} on the storage account to the identity that wrote (the app's identity in Azure, where "
+        f"the template grants it; your account locally; {DEPLOY_GUIDE}, step 2)"
+    )
