@@ -114,7 +114,7 @@ def run_burst(workdir: Path, rules: Path, *, deliveries: int, latency: float = 0
     port = _free_port()
     env = clean_environ(os.environ, {
         "DEVOPS_ORG_URL": standin.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
+        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
     })  # fmt: skip
     process = subprocess.Popen(_serve_command(port), env=env, cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

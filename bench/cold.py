@@ -194,6 +194,7 @@ def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
     try:
         with running_azurite() as azurite:
             common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
+                      "DEVOPS_AUTH": "pat",
                       "ROUTES_FILE": str(rules), "PYTHONPATH": str(package.app_dir),
                       "AzureWebJobsStorage": azurite.connection_string}  # fmt: skip
             base = clean_environ(os.environ, {})

@@ -58,7 +58,7 @@ def relay_settings(standin: DevOpsStandIn, rules: Path) -> dict[str, str]:
     """Local-development secrets from the environment (no Key Vault), PAT auth, in-memory ledger."""
     return {
         "DEVOPS_ORG_URL": standin.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
+        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
     }  # fmt: skip
 
 

@@ -1,9 +1,10 @@
-"""How the relay authenticates to Azure DevOps: a PAT from Key Vault, or an Entra token
-for the app's managed identity (no PAT anywhere)."""
+"""How the relay authenticates to Azure DevOps: an Entra token for the app's managed identity
+(the default, no PAT anywhere), or, opted into with ``DEVOPS_AUTH=pat``, a PAT from Key Vault."""
 
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,12 @@ from relay.ports import SecretsUnavailable
 
 AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 _TOKEN_REFRESH_MARGIN_SECONDS = 300
+PAT_WARNING = (
+    "DEVOPS_AUTH=pat: authenticating to Azure DevOps with a personal access token. Azure DevOps is "
+    "retiring PATs (global PATs cannot be created since March 2026 and stop working on 1 December 2026; "
+    "an organisation may forbid creating any PAT): switch to DEVOPS_AUTH=managed-identity (docs/deploy.md, step 3)"
+)
+log = logging.getLogger("relay.devops")
 
 
 class DevOpsAuth(Protocol):
@@ -25,13 +32,20 @@ class DevOpsAuth(Protocol):
 
 class PatAuth:
     """Basic auth with an empty user name and the PAT, which comes from ``pat_provider``
-    (the secret cache), so a rotated PAT is picked up after ``invalidate``."""
+    (the secret cache), so a rotated PAT is picked up after ``invalidate``.
+
+    The first use logs ``PAT_WARNING`` once: a PAT is an explicit opt-in on borrowed time.
+    """
 
     def __init__(self, pat_provider: Callable[[], str], invalidate_pat: Callable[[], None]) -> None:
         self._pat = pat_provider
         self._invalidate = invalidate_pat
+        self._warned = threading.Event()
 
     def authorization(self) -> str:
+        if not self._warned.is_set():
+            self._warned.set()  # a race may log it twice; never on every call
+            log.warning(PAT_WARNING)
         token = base64.b64encode(f":{self._pat()}".encode()).decode("ascii")
         return f"Basic {token}"
 

@@ -26,8 +26,8 @@ param devopsProject string
   'pat'
   'managed-identity'
 ])
-@description('How the relay signs in to Azure DevOps: a PAT read from Key Vault, or the managed identity.')
-param devopsAuth string = 'pat'
+@description('How the relay signs in to Azure DevOps: the managed identity (default, no PAT anywhere), or a PAT read from Key Vault (explicit opt-in; Azure DevOps is retiring PATs).')
+param devopsAuth string = 'managed-identity'
 
 @description('Object id of the person or CI principal running the deployment: gets Key Vault Secrets Officer on the vault so it can set the secrets. Empty: no role.')
 param deployerPrincipalId string = ''

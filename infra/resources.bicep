@@ -30,7 +30,7 @@ param devopsProject string
   'pat'
   'managed-identity'
 ])
-param devopsAuth string = 'pat'
+param devopsAuth string = 'managed-identity'
 
 @description('Object id that gets Key Vault Secrets Officer on the vault (to set the secrets). Empty: none.')
 param deployerPrincipalId string = ''

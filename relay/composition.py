@@ -26,8 +26,8 @@ from relay.names import RETRY_QUEUE_NAME
 from relay.ports import DeliveryLedger, PipelineStarter, SecretSource
 from relay.retry_worker import RetryWorker
 from relay.secrets import EnvironmentSecretSource, RelaySecrets
-from relay.service import RelayService
-from relay.settings import SecretSettings, Settings, load_settings, reset_settings
+from relay.service import DeliveryVerifier, RelayService
+from relay.settings import SecretSettings, Settings, load_settings, reset_settings, secret_settings_from_env
 from webhook.errors import ConfigurationError
 from webhook.routing import RouteRules, parse_rules
 
@@ -163,9 +163,9 @@ class Relay:
                            max_dequeue_count=settings.host_queues.max_dequeue_count)
 
 
-def build_relay(settings: Settings) -> Relay:
-    """Wire the relay from settings (no network I/O happens here)."""
-    secrets = build_secrets(settings)
+def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> Relay:
+    """Wire the relay from settings (no network I/O happens here); ``secrets`` may be shared."""
+    secrets = secrets or build_secrets(settings)
     starter: PipelineStarter = DryRunStarter() if settings.dry_run else build_devops_client(settings, secrets)
     ledger = build_ledger(settings)
     retry_queue = QueueOnFirstUse(settings) if settings.uses_storage else None
@@ -187,24 +187,42 @@ def build_relay(settings: Settings) -> Relay:
 
 _lock = threading.Lock()
 _relay: Relay | None = None
+_verifier_lock = threading.Lock()
+_verifier: DeliveryVerifier | None = None
+
+
+def current_verifier() -> DeliveryVerifier:
+    """The process-wide signature verifier, built from the secret settings alone on first use.
+
+    Raises:
+        ConfigurationError: a secret setting is invalid.
+    """
+    global _verifier
+    with _verifier_lock:
+        if _verifier is None:
+            settings = secret_settings_from_env(os.environ)
+            _verifier = DeliveryVerifier(build_secrets(settings), max_age=settings.webhook_max_age_seconds)
+        return _verifier
 
 
 def current_relay() -> Relay:
-    """The process-wide relay, built on first use.
+    """The process-wide relay, built on first use; it shares the verifier's secrets.
 
     Raises:
         ConfigurationError: a setting is missing or invalid.
     """
     global _relay
+    secrets = current_verifier().secrets
     with _lock:
         if _relay is None:
-            _relay = build_relay(load_settings())
+            _relay = build_relay(load_settings(), secrets=secrets)
         return _relay
 
 
 def reset_relay() -> None:
-    """Forget the process-wide relay and settings (tests; the local server)."""
-    global _relay
-    with _lock:
+    """Forget the process-wide relay, verifier and settings (tests; the local server)."""
+    global _relay, _verifier
+    with _lock, _verifier_lock:
         _relay = None
+        _verifier = None
     reset_settings()

@@ -14,6 +14,31 @@ from collections.abc import Mapping
 
 log = logging.getLogger("relay")
 
+# Every decision a line can carry, roughly in the order a delivery meets them. The README and
+# docs/deploy.md list exactly these, and every decision the code logs is one of them
+# (tests/relay/test_decisions_documented.py checks both).
+DECISIONS: tuple[str, ...] = (
+    "received",
+    "verified",
+    "ignored",
+    "matched",
+    "triggered",
+    "duplicate",
+    "queued",
+    "in_progress",
+    "refused",
+    "rejected",
+    "unavailable",
+    "requeued",
+    "deferred",
+    "done",
+    "poisoned",
+    "claim_lost",
+    "unrecorded",
+    "misconfigured",
+    "crashed",
+)
+
 _FIELDS = ("delivery_id", "source", "event", "model", "version", "rule", "pipeline_id", "run_id", "status",
            "error_id")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,200}$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from relay.answers import RelayResponse
-from relay.composition import current_relay
+from relay.composition import current_relay, current_verifier
 from relay.service import RelayService, answer_request
 from webhook.errors import ConfigurationError
 
@@ -27,7 +27,7 @@ def _service() -> RelayService:
 def handle_http(req: func.HttpRequest) -> func.HttpResponse:
     """The webhook HTTP function's body; never raises."""
     return _to_http(answer_request(method=req.method, headers=dict(req.headers), body=req.get_body(),
-                                   service=_service))
+                                   verifier=current_verifier, service=_service))
 
 
 def handle_retry_message(msg: func.QueueMessage) -> None:

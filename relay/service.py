@@ -42,20 +42,46 @@ from webhook.routing import PipelineRunRequest, RouteRules, route_event
 
 
 def answer_request(
-    *, method: str, headers: Mapping[str, str], body: bytes, service: Callable[[], RelayService]
-) -> RelayResponse:
+    *, method: str, headers: Mapping[str, str], body: bytes, verifier: Callable[[], DeliveryVerifier],
+    service: Callable[[], RelayService],
+) -> RelayResponse:  # fmt: skip
     """Answer one HTTP request; never raises.
 
-    ``service`` is called only once the request has passed the checks that need no
-    configuration, so an unsigned request is answered 401 even by a misconfigured relay.
+    Each stage reads only the configuration it needs: the prechecks none, ``verifier`` the
+    secret settings, ``service`` everything else. So an unsigned or mis-signed request is
+    answered 401 even by a relay whose other settings are missing.
     """
     delivery = Delivery.from_http(headers, body)
 
     def produce() -> RelayResponse:
         delivery.precheck(method)
+        log_decision("received", source=delivery.sender.value, delivery_id=delivery.delivery_id_hint)
+        verifier().verify(delivery)
         return service().answer(delivery)
 
     return answered(produce, ids={"delivery_id": delivery.delivery_id_hint})
+
+
+class DeliveryVerifier:
+    """Checks a delivery's signature over its raw bytes with the current or previous secret."""
+
+    def __init__(self, secrets: RelaySecrets, *, max_age: float, clock: Callable[[], float] = time.time) -> None:
+        self.secrets = secrets
+        self._max_age = max_age
+        self._clock = clock
+
+    def verify(self, delivery: Delivery) -> None:
+        """Raises ``AuthenticationFailed``/``StaleEvent``, or the secrets' errors."""
+        now = self._clock()
+        try:
+            delivery.verify(secrets=self.secrets.webhook_secrets(), now=now, max_age=self._max_age)
+        except StaleEvent:
+            raise
+        except AuthenticationFailed:
+            # The secret may have just been rotated: re-read it once (rate-limited) before 401.
+            if not self.secrets.refresh_webhook_secrets():
+                raise
+            delivery.verify(secrets=self.secrets.webhook_secrets(), now=now, max_age=self._max_age)
 
 
 class RelayService:
@@ -77,7 +103,7 @@ class RelayService:
         clock: Callable[[], float] = time.time,
         max_parallel_runs: int = 8,
     ) -> None:
-        self._secrets = secrets
+        self.verifier = DeliveryVerifier(secrets, max_age=max_age, clock=clock)
         self._rules = rules
         self._starter = starter
         self._ledger = ledger
@@ -94,16 +120,15 @@ class RelayService:
 
     def handle(self, *, method: str, headers: Mapping[str, str], body: bytes) -> RelayResponse:
         """Answer one HTTP request; never raises."""
-        return answer_request(method=method, headers=headers, body=body, service=lambda: self)
+        return answer_request(method=method, headers=headers, body=body, verifier=lambda: self.verifier,
+                              service=lambda: self)
 
     def answer(self, delivery: Delivery) -> RelayResponse:
-        """Verify, parse, route and start runs for a prechecked delivery.
+        """Parse, route and start runs for a verified delivery.
 
         Raises:
             RelayError: the request is refused, or a dependency failed before any run.
         """
-        log_decision("received", source=delivery.sender.value, delivery_id=delivery.delivery_id_hint)
-        self._verify(delivery)
         event = delivery.parse(now=self._clock(), max_age=self._max_age)
         ids = {**event_summary(event), "source": event.source}
         log_decision("verified", ids)
@@ -121,18 +146,6 @@ class RelayService:
         if len(requests) == 1:  # the common case: no thread hand-off on the hot path
             return [self._dispatch(requests[0])]
         return list(self._pool.map(self._dispatch, requests))
-
-    def _verify(self, delivery: Delivery) -> None:
-        now = self._clock()
-        try:
-            delivery.verify(secrets=self._secrets.webhook_secrets(), now=now, max_age=self._max_age)
-        except StaleEvent:
-            raise
-        except AuthenticationFailed:
-            # The secret may have just been rotated: re-read it once (rate-limited) before 401.
-            if not self._secrets.refresh_webhook_secrets():
-                raise
-            delivery.verify(secrets=self._secrets.webhook_secrets(), now=now, max_age=self._max_age)
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:
         with self._slots:

@@ -26,7 +26,10 @@ DEFAULT_PAT_SECRET_NAME = "devops-pat"  # noqa: S105 (a name, not a secret)
 
 
 class SecretSettings(BaseModel):
-    """Where the secrets are: all a tool that only needs a secret reads."""
+    """What verifying a delivery needs: where the secrets are, and how old a signed event may be.
+
+    All a mis-signed request makes the relay read, and all a tool that only needs a secret reads.
+    """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
@@ -36,6 +39,7 @@ class SecretSettings(BaseModel):
     webhook_previous_secret_name: str | None = Field(None, alias="WEBHOOK_PREVIOUS_SECRET_NAME")
     devops_pat_secret_name: str = Field(DEFAULT_PAT_SECRET_NAME, alias="DEVOPS_PAT_SECRET_NAME")
     secret_cache_seconds: float = Field(300.0, alias="SECRET_CACHE_SECONDS", ge=0)
+    webhook_max_age_seconds: float = Field(600.0, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
 
     # Local development only (no KEY_VAULT_URL): secrets straight from the environment.
     webhook_secret: str | None = Field(None, alias="WEBHOOK_SECRET", repr=False)
@@ -65,11 +69,10 @@ class Settings(SecretSettings):
 
     devops_org_url: str = Field(alias="DEVOPS_ORG_URL")
     devops_project: str = Field(alias="DEVOPS_PROJECT", min_length=1)
-    devops_auth: Literal["pat", "managed-identity"] = Field("pat", alias="DEVOPS_AUTH")
+    devops_auth: Literal["pat", "managed-identity"] = Field("managed-identity", alias="DEVOPS_AUTH")
     devops_deadline_seconds: float = Field(20.0, alias="DEVOPS_DEADLINE_SECONDS", gt=0)
     devops_ca_bundle: str | None = Field(None, alias="DEVOPS_CA_BUNDLE")
 
-    webhook_max_age_seconds: float = Field(600.0, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
     routes_file: Path = Field(APP_ROOT / "routes.yaml", alias="ROUTES_FILE")
     dry_run: bool = Field(False, alias="RELAY_DRY_RUN")
 

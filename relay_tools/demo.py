@@ -6,6 +6,7 @@ deliveries (Databricks stage moves, an MLflow alias move, a forged one) and prin
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -16,6 +17,13 @@ from dataclasses import dataclass
 import httpx
 
 from webhook.signatures import mlflow_signed_headers, sign_databricks
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = subparsers.add_parser("demo", help="run the relay locally in dry-run mode against signed samples",
+                                 description=__doc__)
+    demo.add_argument("--port", type=int, default=0, help="port to serve on (default: any free port)")
+    demo.set_defaults(func=lambda args: run_demo(port=args.port))
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ def run_demo(*, port: int = 0) -> int:
     secret = secrets.token_hex(16)  # a throwaway, never printed
     os.environ.update({
         "WEBHOOK_SECRET": secret, "DEVOPS_ORG_URL": "https://dev.azure.com/contoso-demo",
-        "DEVOPS_PROJECT": "MLOps", "DEVOPS_PAT": "dry-run-not-used", "RELAY_DRY_RUN": "true",
+        "DEVOPS_PROJECT": "MLOps", "RELAY_DRY_RUN": "true",
     })  # fmt: skip
     # The demo shows the shipped rules with no Azure at all: drop anything pointing elsewhere.
     for name in ("KEY_VAULT_URL", "ROUTES_FILE", "AzureWebJobsStorage", "AzureWebJobsStorage__accountName"):

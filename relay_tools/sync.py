@@ -97,7 +97,7 @@ def plan(
     args: argparse.Namespace, rules: RouteRules, client: Any, secret: Callable[[], str]
 ) -> tuple[list[Change], list[str]]:
     """The platform's changes and the notes on rules that cannot be registered."""
-    from relay_tools.webhooks_admin import DEFAULT_NAME, DatabricksWebhooks, MlflowWebhooks
+    from relay_tools.webhook_backends import DEFAULT_NAME, DatabricksWebhooks, MlflowWebhooks
 
     if args.platform == "mlflow":
         events, notes = mlflow_events(rules, workspace=os.environ.get("MLFLOW_WORKSPACE") or None)
@@ -194,7 +194,7 @@ def add_sync_parser(
 ) -> None:
     """Add ``sync``; it sets ``func(args) -> int``."""
     sync = subparsers.add_parser("sync", help="make a sender's webhooks or trigger jobs match routes.yaml")
-    sync.add_argument("--platform", choices=PLATFORMS, required=True)
+    sync.add_argument("--platform", choices=PLATFORMS, required=True, help="which sender side to make match the rules")
     sync.add_argument("--url", required=True, help="the relay: https://<app>/api/MLflowWebHookTransition")
     sync.add_argument("--rules", default="", help="rules file (default: ROUTES_FILE or routes.yaml)")
     sync.add_argument("--tracking-uri", default="", help="mlflow: the server (default: MLFLOW_TRACKING_URI)")

@@ -39,7 +39,7 @@ def plan_webhooks(
 
     Webhooks to ``url`` that no entry needs, and duplicates, are ``extra``.
     """
-    from relay_tools.webhooks_admin import WebhookSpec, same_url
+    from relay_tools.webhook_backends import WebhookSpec, same_url
 
     mine = [w for w in backend.list_all("") if same_url(w.url, url)]
     changes = []

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import os
 
-from relay.composition import secret_source
-from relay.secrets import RelaySecrets
 from relay.settings import secret_settings_from_env
+from relay_tools.tool_context import tool_secrets
 
 
 def read_webhook_secret() -> str:
@@ -21,8 +20,6 @@ def read_webhook_secret() -> str:
         ConfigurationError: a secret setting is invalid or the secret does not exist.
         SecretsUnavailable: Key Vault could not be read.
     """
-    source, (webhook, _previous, pat) = secret_source(secret_settings_from_env(os.environ))
-    # A person waits longer for a vault than a webhook sender does.
-    secrets = RelaySecrets(source, webhook_name=webhook, previous_name=None, pat_name=pat, ttl=0, wait=30.0)
-    logging.getLogger("relay").debug("reading the webhook secret from %s", source.description)
+    secrets = tool_secrets(secret_settings_from_env(os.environ), ttl=0, previous=False)
+    logging.getLogger("relay").debug("reading the webhook secret from %s", secrets.source_description)
     return secrets.webhook_secrets()[0]

@@ -14,200 +14,55 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
-PLATFORMS = ("databricks", "mlflow")
-DEFAULT_EVENTS = {
-    "databricks": ("MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION"),
-    # Not model_version_tag.set: the Databricks job tags versions, which would loop back here.
-    "mlflow": ("model_version.created", "model_version_alias.created"),
-}
-DEFAULT_NAME = "mlflow-devops-relay"
+from relay_tools.webhook_backends import (
+    DEFAULT_EVENTS,
+    DEFAULT_NAME,
+    PLATFORMS,
+    DatabricksWebhooks,
+    MlflowWebhooks,
+    WebhookBackend,
+    WebhookSpec,
+    WebhookView,
+    find_matches,
+)
 
-
-@dataclass(frozen=True)
-class WebhookSpec:
-    """The webhook ``create`` wants to exist (the secret travels separately)."""
-
-    url: str
-    events: tuple[str, ...]
-    model: str = ""
-    description: str = ""
-    name: str = DEFAULT_NAME
-    status: str = ""  # "ACTIVE" makes an update re-enable the webhook; "" leaves it as it is
-
-
-@dataclass(frozen=True)
-class WebhookView:
-    """A registered webhook as shown to the user: never holds the secret."""
-
-    id: str
-    url: str
-    events: tuple[str, ...]
-    model: str
-    status: str
-    description: str = ""
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    """What the relay answered to the platform's test delivery."""
-
-    status_code: int | None
-    body: str
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and self.status_code < 400
-
-
-class WebhookBackend(Protocol):
-    def list_all(self, model: str) -> list[WebhookView]: ...
-    def create(self, spec: WebhookSpec, *, secret: str) -> WebhookView: ...
-    def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView: ...
-    def test(self, webhook_id: str, event: str) -> TestOutcome: ...
-    def delete(self, webhook_id: str) -> None: ...
-
+__all__ = ["DatabricksWebhooks", "MlflowWebhooks", "add_webhooks_parser", "default_backend"]
 
 BackendFactory = Callable[[argparse.Namespace], WebhookBackend]
 
 
-def same_url(a: str, b: str) -> bool:
-    """Two webhook URLs that reach the same relay (a trailing slash or the case of the host aside)."""
-    return a.rstrip("/").casefold() == b.rstrip("/").casefold()
-
-
-def find_matches(existing: Sequence[WebhookView], spec: WebhookSpec) -> list[WebhookView]:
-    """Webhooks ``spec`` would duplicate: same URL and, where the platform scopes by model, same model."""
-    return [w for w in existing if same_url(w.url, spec.url) and w.model == spec.model]
-
-
-class DatabricksWebhooks:
-    """Databricks workspace registry webhooks through ``WorkspaceClient().model_registry``."""
-
-    def __init__(self, workspace: Any) -> None:
-        self._api = workspace.model_registry
-
-    def list_all(self, model: str) -> list[WebhookView]:
-        return [self._view(w) for w in self._api.list_webhooks(model_name=model or None)]
-
-    def create(self, spec: WebhookSpec, *, secret: str) -> WebhookView:
-        response = self._api.create_webhook(
-            events=self._events(spec.events), description=spec.description or None,
-            http_url_spec=self._url_spec(spec.url, secret), model_name=spec.model or None,
-        )  # fmt: skip
-        return self._view(response.webhook)
-
-    def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
-        from databricks.sdk.service.ml import RegistryWebhookStatus
-
-        response = self._api.update_webhook(
-            id=webhook_id, events=self._events(spec.events), description=spec.description or None,
-            http_url_spec=self._url_spec(spec.url, secret),
-            status=RegistryWebhookStatus(spec.status) if spec.status else None,
-        )  # fmt: skip
-        return self._view(response.webhook)
-
-    def test(self, webhook_id: str, event: str) -> TestOutcome:
-        from databricks.sdk.service.ml import RegistryWebhookEvent
-
-        chosen = RegistryWebhookEvent(event) if event else None
-        response = self._api.test_registry_webhook(id=webhook_id, event=chosen)
-        return TestOutcome(status_code=response.status_code, body=response.body or "")
-
-    def delete(self, webhook_id: str) -> None:
-        self._api.delete_webhook(id=webhook_id)
-
-    @staticmethod
-    def _events(events: Sequence[str]) -> list[Any]:
-        from databricks.sdk.service.ml import RegistryWebhookEvent
-
-        return [RegistryWebhookEvent(e) for e in events]
-
-    @staticmethod
-    def _url_spec(url: str, secret: str) -> Any:
-        from databricks.sdk.service.ml import HttpUrlSpec
-
-        return HttpUrlSpec(url=url, secret=secret, enable_ssl_verification=True)
-
-    @staticmethod
-    def _view(hook: Any) -> WebhookView:
-        return WebhookView(
-            id=hook.id or "", url=hook.http_url_spec.url if hook.http_url_spec else "",
-            events=tuple(e.value for e in hook.events or ()), model=hook.model_name or "",
-            status=hook.status.value if hook.status else "", description=hook.description or "",
-        )  # fmt: skip
-
-
-class MlflowWebhooks:
-    """Open-source MLflow 3 webhooks through ``MlflowClient``; they are registry-wide (no model)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def list_all(self, model: str) -> list[WebhookView]:
-        views: list[WebhookView] = []
-        token = None
-        while True:
-            page = self._client.list_webhooks(max_results=100, page_token=token)
-            views.extend(self._view(w) for w in page)
-            token = page.token
-            if not token:
-                return views
-
-    def create(self, spec: WebhookSpec, *, secret: str) -> WebhookView:
-        hook = self._client.create_webhook(
-            name=spec.name, url=spec.url, events=list(spec.events),
-            description=spec.description or None, secret=secret,
-        )  # fmt: skip
-        return self._view(hook)
-
-    def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
-        hook = self._client.update_webhook(
-            webhook_id, name=spec.name, url=spec.url, events=list(spec.events),
-            description=spec.description or None, secret=secret, status=spec.status or None,
-        )  # fmt: skip
-        return self._view(hook)
-
-    def test(self, webhook_id: str, event: str) -> TestOutcome:
-        try:
-            result = self._client.test_webhook(webhook_id, event or None)
-        except NotImplementedError:
-            # A database store (no tracking server) has no test endpoint; deliver the
-            # server's own test payload from here, exactly as the endpoint would.
-            from mlflow.entities.webhook import WebhookEvent
-            from mlflow.webhooks.delivery import test_webhook
-
-            hook = self._client.get_webhook(webhook_id)
-            result = test_webhook(hook, WebhookEvent.from_str(event) if event else None)  # type: ignore[arg-type]
-        return TestOutcome(result.response_status, result.response_body or "", result.error_message or "")
-
-    def delete(self, webhook_id: str) -> None:
-        self._client.delete_webhook(webhook_id)
-
-    @staticmethod
-    def _view(hook: Any) -> WebhookView:
-        return WebhookView(
-            id=hook.webhook_id, url=hook.url, events=tuple(str(e) for e in hook.events),
-            model="", status=str(hook.status), description=hook.description or "", name=hook.name or "",
-        )  # fmt: skip
-
-
 def default_backend(args: argparse.Namespace) -> WebhookBackend:
-    """Build the platform's client from its default configuration."""
+    """Build the platform's client from its default configuration (``relay_tools.platform_clients``)."""
+    from relay_tools.platform_clients import databricks_workspace, mlflow_client, tracking_uri
+
     if args.platform == "databricks":
-        from databricks.sdk import WorkspaceClient
+        return DatabricksWebhooks(databricks_workspace())
+    return MlflowWebhooks(mlflow_client(tracking_uri(args)))
 
-        return DatabricksWebhooks(WorkspaceClient())
-    from mlflow import MlflowClient
 
-    uri = args.tracking_uri or None
-    return MlflowWebhooks(MlflowClient(tracking_uri=uri, registry_uri=uri))
+def _target(args: argparse.Namespace) -> str:
+    if args.platform == "databricks":
+        return os.environ.get("DATABRICKS_HOST", "")
+    return str(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
+
+
+def _guarded(handler: Callable[..., int], args: argparse.Namespace, **kwargs: Any) -> int:
+    """Run ``handler`` with the platform's errors turned into one line and an exit code."""
+    from relay_tools.platform_clients import platform_errors
+
+    with platform_errors(args.platform, _target(args)):
+        return handler(args, **kwargs)
+
+
+def _read_webhook_secret() -> str:
+    from relay_tools.webhook_secret import read_webhook_secret
+
+    return read_webhook_secret()
 
 
 def _spec(args: argparse.Namespace) -> WebhookSpec:
@@ -284,13 +139,18 @@ def add_webhooks_parser(
     subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
     *,
     backend_factory: BackendFactory = default_backend,
+    secret_provider: Callable[[], str] = _read_webhook_secret,
 ) -> None:
-    """Add ``webhooks create|list|test|delete``; each sets ``func(args, *, secret_provider) -> int``."""
-    webhooks = subparsers.add_parser("webhooks", help="register the relay's registry webhooks")
-    actions = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    """Add ``webhooks create|list|test|delete``; each sets ``func(args) -> int``."""
+    webhooks = subparsers.add_parser("webhooks", help="register the relay's registry webhooks", description=__doc__)
+    actions = webhooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--platform", choices=PLATFORMS, required=True)
-    common.add_argument("--tracking-uri", default="", help="MLflow only; default MLFLOW_TRACKING_URI")
+    common.add_argument("--platform", choices=PLATFORMS, required=True,
+                        help="databricks: workspace model registry (DATABRICKS_HOST + az login); "
+                             "mlflow: open-source MLflow 3 tracking server")
+    common.add_argument("--tracking-uri", default="",
+                        help="MLflow only: the tracking server, e.g. https://mlflow.example.com "
+                             "(default: MLFLOW_TRACKING_URI; required)")
     common.add_argument("--model", default="", help="Databricks: registered model (default: registry-wide)")
     commands: dict[str, tuple[Callable[..., int], str]] = {
         "create": (cmd_create, "create or update the relay's webhook"),
@@ -303,10 +163,12 @@ def add_webhooks_parser(
         if name == "create":
             sub.add_argument("--url", required=True, help="https://<app>/api/MLflowWebHookTransition")
             sub.add_argument("--events", default="", help="comma-separated; default per platform")
-            sub.add_argument("--description", default="Starts Azure DevOps pipelines via mlflow-devops-relay")
+            sub.add_argument("--description", default="Starts Azure DevOps pipelines via mlflow-devops-relay",
+                             help="the webhook's description, shown by the platform")
             sub.add_argument("--name", default=DEFAULT_NAME, help="MLflow webhook name")
         if name in ("test", "delete"):
             sub.add_argument("--id", required=True, help="webhook id (see `list`)")
         if name == "test":
             sub.add_argument("--event", default="", help="event to simulate (default: the platform's choice)")
-        sub.set_defaults(func=functools.partial(handler, backend_factory=backend_factory))
+        sub.set_defaults(func=functools.partial(_guarded, handler, backend_factory=backend_factory,
+                                                secret_provider=secret_provider))

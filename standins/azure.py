@@ -6,7 +6,8 @@ on them, so the real SDK code runs unmodified:
 * Key Vault: ``GET /secrets/<name>[/<version>]?api-version=...`` without a bearer token gets
   the 401 challenge (``WWW-Authenticate: Bearer authorization=..., resource=...``); with the
   token the identity stand-in issued for that resource it answers ``{"value", "id",
-  "attributes"}``; an unknown name gets 404 ``SecretNotFound``.
+  "attributes"}``; an unknown name gets 404 ``SecretNotFound``; with ``rbac_denied`` (the
+  identity holds no data-plane role on the vault) every read gets 403 ``ForbiddenByRbac``.
 * Identity (App Service / Functions, ``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``): ``GET
   <endpoint>?api-version=2019-08-01&resource=<r>`` with ``X-IDENTITY-HEADER`` answers
   ``{"access_token", "expires_on", "resource", "token_type"}`` (``expires_on`` is unix seconds
@@ -99,6 +100,7 @@ class KeyVaultStandIn:
     tls: LoopbackTLS
     identity: IdentityStandIn
     secrets: dict[str, str] = field(default_factory=dict)
+    rbac_denied: bool = False
     reads: Counter[str] = field(default_factory=Counter)  # authorised GETs per secret name
     challenges: int = 0  # unauthenticated requests answered with the 401 challenge
 
@@ -154,6 +156,15 @@ class KeyVaultStandIn:
                           {"WWW-Authenticate": challenge})  # fmt: skip
             return
         name = segments[1]
+        if self.rbac_denied:
+            message = (
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments "
+                "or role definitions were changed recently, please observe propagation time.\r\n"
+                "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'"
+            )
+            handler._json(403, {"error": {"code": "Forbidden", "message": message,
+                                          "innererror": {"code": "ForbiddenByRbac"}}})  # fmt: skip
+            return
         with self._lock:
             self.reads[name] += 1
         value = self.secrets.get(name)

@@ -2,10 +2,15 @@
 
 It behaves like the service where the relay depends on it: ``POST
 /{org}/{project}/_apis/pipelines/{id}/runs?api-version=7.1`` with Basic ``:PAT`` or a Bearer
-token; a wrong credential gets DevOps' 203 sign-in page; an undeclared template parameter
-gets a 400 with DevOps' message shape; a started run answers 200 with ``id`` and
-``_links.web.href``. Faults (429 + Retry-After, 503, slow answers, connection resets, 203)
-are chosen per request by a ``FaultPlan``. Every request and every started run is recorded.
+token; a wrong PAT gets DevOps' 203 sign-in page, an expired one a 401 saying so, and a Bearer
+token of an identity that is not a member of the organisation a 401 ``TF400813``; an
+undeclared template parameter gets a 400 with DevOps' message shape; a started run answers 200
+with ``id`` and ``_links.web.href``. ``previewRun: true`` validates the same way, starts
+nothing and answers the expanded YAML (``finalYaml``). ``GET /{org}/_apis/projects/{project}``
+and ``GET /{org}/{project}/_apis/pipelines/{id}`` answer 200 for the projects and pipelines
+that exist (any, unless ``projects``/``pipelines`` say which) and 404 otherwise. Faults (429 +
+Retry-After, 503, slow answers, connection resets, 203) are chosen per POST by a
+``FaultPlan``. Every request, every started run and every accepted preview is recorded.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from standins.http import StandInHandler
 from standins.tls import LoopbackTLS, make_loopback_tls
@@ -32,7 +39,14 @@ RELAY_DEFAULT_PARAMETERS = frozenset(
 )
 _RUNS_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)/runs$")
 _RUN_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)/runs/(?P<run>\d+)$")
+_PIPELINE_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)$")
+_PROJECT_PATH = re.compile(r"^/(?P<org>[^/]+)/_apis/projects/(?P<project>[^/]+)$")
+_NON_MEMBER_ID = "00000000-0000-0000-0000-0000000000d7"
 _SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Azure DevOps Services | Sign In</title></head><body></body></html>"
+
+
+def _basic(pat: str) -> str:
+    return "Basic " + base64.b64encode(f":{pat}".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -89,10 +103,14 @@ class DevOpsStandIn:
     pat: str | None = "standin-pat"
     bearer_token: str | None = None
     declared_parameters: dict[int, frozenset[str]] = field(default_factory=dict)
+    projects: frozenset[str] | None = None  # the projects that exist; None: any
+    pipelines: dict[int, str] | None = None  # pipeline id -> name; None: any id exists
+    expired_pats: frozenset[str] = frozenset()
     faults: FaultPlan = no_faults
     latency: float = 0.0
     org: str = "contoso"
     runs: list[StartedRun] = field(default_factory=list)
+    previews: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -133,9 +151,24 @@ class DevOpsStandIn:
 
     # -- behaviour ---------------------------------------------------------------------------
     def _authorised(self, header: str) -> bool:
-        if self.pat is not None and header == "Basic " + base64.b64encode(f":{self.pat}".encode()).decode():
+        if self.pat is not None and header == _basic(self.pat):
             return True
         return self.bearer_token is not None and header == f"Bearer {self.bearer_token}"
+
+    def refuse(self, handler: StandInHandler, header: str) -> None:
+        """Answer an unauthorised request as DevOps does for that kind of credential."""
+        if header.startswith("Bearer "):
+            message = f"TF400813: The user '{_NON_MEMBER_ID}' is not authorized to access this resource."
+            handler._json(401, {"message": message, "typeKey": "UnauthorizedRequestException"})
+        elif any(header == _basic(pat) for pat in self.expired_pats):
+            message = "Access Denied: The Personal Access Token used has expired."
+            handler._json(401, {"message": message, "typeKey": "UnauthorizedRequestException"})
+        else:
+            handler._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+
+    def pipeline_exists(self, project: str, pipeline_id: int) -> bool:
+        known_project = self.projects is None or unquote(project) in self.projects
+        return known_project and (self.pipelines is None or pipeline_id in self.pipelines)
 
     def _start_run(self, org: str, project: str, pipeline_id: int, body: dict[str, Any], auth: str) -> StartedRun:
         params = body.get("templateParameters") or {}
@@ -171,15 +204,23 @@ class _Handler(StandInHandler):
         self.connection.close()
 
     def do_GET(self) -> None:
-        """List runs (no parameters, like the real list) or get one run (with parameters)."""
+        """A project, a pipeline, the list of a pipeline's runs (no parameters, like the real
+        list) or one run (with parameters)."""
         owner = self.owner
         path, _, query = self.path.partition("?")
         with owner._lock:
             owner.requests.append(
                 {"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())}
             )
-        if not owner._authorised(self.headers.get("Authorization", "")):
-            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+        header = self.headers.get("Authorization", "")
+        if not owner._authorised(header):
+            owner.refuse(self, header)
+            return
+        if (project := _PROJECT_PATH.match(path)) is not None:
+            self._project(unquote(project["project"]))
+            return
+        if (pipeline := _PIPELINE_PATH.match(path)) is not None:
+            self._pipeline(pipeline["project"], int(pipeline["pipeline"]))
             return
         listing, single = _RUNS_PATH.match(path), _RUN_PATH.match(path)
         if listing:
@@ -192,6 +233,25 @@ class _Handler(StandInHandler):
             self._json(200, owner.run_json(found[0]))
         else:
             self._json(404, {"message": f"no run at {path}"})
+
+    def _not_found(self, pipeline_id: int) -> None:
+        message = f"Pipeline with id {pipeline_id} not found."
+        self._json(404, {"message": message, "typeKey": "PipelineNotFoundException"})
+
+    def _project(self, name: str) -> None:
+        if self.owner.projects is not None and name not in self.owner.projects:
+            message = f"TF200016: The following project does not exist: {name}."
+            self._json(404, {"message": message, "typeKey": "ProjectDoesNotExistWithNameException"})
+            return
+        project_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+        self._json(200, {"id": project_id, "name": name, "state": "wellFormed", "visibility": "private"})
+
+    def _pipeline(self, project: str, pipeline_id: int) -> None:
+        if not self.owner.pipeline_exists(project, pipeline_id):
+            self._not_found(pipeline_id)
+            return
+        name = (self.owner.pipelines or {}).get(pipeline_id, f"pipeline-{pipeline_id}")
+        self._json(200, {"id": pipeline_id, "name": name, "folder": "\\", "revision": 1})
 
     def do_POST(self) -> None:
         owner = self.owner
@@ -222,8 +282,12 @@ class _Handler(StandInHandler):
         if match is None or "api-version=7.1" not in query:
             self._json(404, {"message": f"no route for {path}?{query}"})
             return
-        if not owner._authorised(self.headers.get("Authorization", "")):
-            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+        header = self.headers.get("Authorization", "")
+        if not owner._authorised(header):
+            owner.refuse(self, header)
+            return
+        if not owner.pipeline_exists(match["project"], int(match["pipeline"])):
+            self._not_found(int(match["pipeline"]))
             return
         try:
             body = json.loads(raw)
@@ -239,7 +303,20 @@ class _Handler(StandInHandler):
                 "typeKey": "PipelineValidationException",
             })  # fmt: skip
             return
-        run = owner._start_run(match["org"], match["project"], pipeline_id, body, self.headers.get("Authorization", ""))
+        if body.get("previewRun") is True:
+            self._preview(pipeline_id, body)
+            return
+        run = owner._start_run(match["org"], match["project"], pipeline_id, body, header)
         if fault.kind == "slow" and fault.after_create:
             time.sleep(fault.delay)
         self._json(200, owner.run_json(run))
+
+    def _preview(self, pipeline_id: int, body: dict[str, Any]) -> None:
+        """A preview run: validated like a run, nothing started, the expanded YAML answered."""
+        parameters = body.get("templateParameters") or {}
+        with self.owner._lock:
+            self.owner.previews.append({"pipeline_id": pipeline_id, "templateParameters": dict(parameters)})
+        lines = ["parameters:"] + [f"- name: {k}\n  default: {json.dumps(v)}" for k, v in parameters.items()]
+        final_yaml = "\n".join([*lines, "stages:", "- stage: deploy"]) + "\n"
+        answer = {"id": -1, "name": "", "state": "unknown", "pipeline": {"id": pipeline_id}, "finalYaml": final_yaml}
+        self._json(200, answer)

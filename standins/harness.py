@@ -181,7 +181,8 @@ class RelayHarness:
         rules.write_text(SCENARIO_RULES, encoding="utf-8")
         self.settings = {
             "DEVOPS_PROJECT": PROJECT, "DEVOPS_DEADLINE_SECONDS": str(deadline),
-            "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
+            "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT,
+            "ROUTES_FILE": str(rules),
             "IDEMPOTENCY_TABLE": self.table, "RETRY_MAX_ATTEMPTS": str(max_attempts),
             **({"AzureWebJobsStorage": storage} if storage else {}), **(settings or {}),
         }  # fmt: skip

@@ -218,10 +218,11 @@ def rules_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def relay_env(clean_env: pytest.MonkeyPatch, rules_file: Path) -> pytest.MonkeyPatch:
-    """A complete local-development environment: secrets from env, PAT auth, test rules."""
+    """A complete local-development environment: secrets from env, PAT auth (opted in), test rules."""
     clean_env.setenv("WEBHOOK_SECRET", TEST_WEBHOOK_SECRET)
     clean_env.setenv("DEVOPS_ORG_URL", TEST_ORG_URL)
     clean_env.setenv("DEVOPS_PROJECT", TEST_PROJECT)
+    clean_env.setenv("DEVOPS_AUTH", "pat")
     clean_env.setenv("DEVOPS_PAT", TEST_DEVOPS_PAT)
     clean_env.setenv("ROUTES_FILE", str(rules_file))
     return clean_env

@@ -233,6 +233,7 @@ def start_relay(
             "WEBHOOK_SECRET": webhook_secret,
             "DEVOPS_ORG_URL": devops_standin.org_url,
             "DEVOPS_PROJECT": "MLOps",
+            "DEVOPS_AUTH": "pat",
             "DEVOPS_PAT": devops_standin.pat or "",
             "DEVOPS_CA_BUNDLE": str(devops_standin.tls.ca_file),
             "ROUTES_FILE": str(rules_file),

@@ -222,7 +222,7 @@ class TestErrors:
         def no_relay():
             raise AssertionError("the relay must not be built for an unsigned request")
 
-        answer = answer_request(method="POST", headers={}, body=b"{}", service=no_relay)
+        answer = answer_request(method="POST", headers={}, body=b"{}", verifier=no_relay, service=no_relay)
         assert answer.status == 401 and answer.body["status"] == "rejected"
 
     def test_body_limit_is_64_kib(self, make_service, deliveries):

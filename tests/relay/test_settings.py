@@ -18,7 +18,7 @@ class TestSettingsFromEnv:
     def test_minimal_settings_have_safe_defaults(self):
         settings = settings_from_env(MINIMAL)
         assert settings.devops_org_url == "https://dev.azure.com/contoso"
-        assert settings.devops_auth == "pat"
+        assert settings.devops_auth == "managed-identity"  # no PAT unless opted in
         assert settings.routes_file == APP_ROOT / "routes.yaml"
         assert not settings.dry_run and not settings.uses_key_vault and not settings.uses_storage
 

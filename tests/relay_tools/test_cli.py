@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 
 import pytest
 
@@ -53,9 +55,49 @@ class TestSign:
         main(["sign", str(payload(deliveries.mlflow_body()))])
         assert "X-MLflow-Signature" in capsys.readouterr().out
 
-    def test_missing_secret_exits_with_a_reason(self, clean_env, payload, deliveries, capsys):
-        assert main(["sign", str(payload(deliveries.databricks_body()))]) == 2
-        assert "WEBHOOK_SECRET" in capsys.readouterr().err
+    def test_missing_secret_exits_3_with_one_line_naming_it(self, clean_env, payload, deliveries, capsys):
+        assert main(["sign", str(payload(deliveries.databricks_body()))]) == 3
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "WEBHOOK_SECRET" in err and err.startswith("mlflow-relay sign: ")
+
+
+class TestSignCurl:
+    """``sign --curl`` prints a command that really posts the signed payload (run with the real curl)."""
+
+    @pytest.fixture
+    def local_relay(self, relay_env):
+        from function_app import app
+        from relay_tools.local_host import LocalFunctionsHost
+
+        relay_env.setenv("RELAY_DRY_RUN", "true")
+        server = LocalFunctionsHost(app, "127.0.0.1", 0)
+        server.start_in_thread()
+        yield f"{server.base_url}/api/MLflowWebHookTransition"
+        server.shutdown()
+        server.server_close()
+
+    @pytest.mark.parametrize("fmt", ["databricks", "mlflow"])
+    def test_the_printed_command_posts_a_delivery_the_relay_accepts(
+        self, local_relay, payload, deliveries, capsys, fmt
+    ):
+        body = deliveries.databricks_body() if fmt == "databricks" else deliveries.mlflow_body()
+        path = payload(body)
+        assert main(["sign", str(path), "--curl", "--url", local_relay]) == 0
+        command = capsys.readouterr().out
+        assert command.count("\n") == 1 and shlex.split(command)[0] == "curl"
+        assert deliveries.secret not in command
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30, check=True)
+        status_line, _, rest = result.stdout.partition("\n")
+        assert " 200" in status_line, result.stdout
+        assert json.loads(rest[rest.index("{"):])["status"] == "dry-run"
+
+    def test_a_path_with_spaces_is_quoted(self, relay_env, tmp_path, deliveries, capsys):
+        path = tmp_path / "my payload.json"
+        path.write_bytes(deliveries.mlflow_body())
+        main(["sign", str(path), "--curl"])
+        words = shlex.split(capsys.readouterr().out)
+        assert words[-2:] == ["--data-binary", f"@{path}"]
+        assert "http://127.0.0.1:7071/api/MLflowWebHookTransition" in words
 
 
 class TestExplain:
@@ -96,3 +138,39 @@ class TestDemo:
         out = capsys.readouterr().out
         assert "every answer as expected" in out
         assert "HTTP 401" in out and "dry-run" in out
+
+
+class TestExplainPreview:
+    """``explain --preview`` asks Azure DevOps (the TLS stand-in) for a preview run of each request."""
+
+    @pytest.fixture
+    def standin(self, relay_env, tmp_path, deliveries):
+        from standins.devops import DevOpsStandIn
+
+        standin = DevOpsStandIn(tmp_path / "devops", pat=deliveries.pat).start()
+        relay_env.setenv("DEVOPS_ORG_URL", standin.org_url)
+        relay_env.setenv("DEVOPS_CA_BUNDLE", str(standin.tls.ca_file))
+        yield standin
+        standin.stop()
+
+    def test_shows_each_pipeline_s_answer_and_starts_nothing(self, standin, payload, deliveries, capsys):
+        code = main(["explain", str(payload(deliveries.mlflow_body())), "--preview"])
+        report = json.loads(capsys.readouterr().out)
+        deploy, audit = report["runs"]
+        assert code == 1  # champion-audit's parameters are not declared by its pipeline
+        assert deploy["preview"]["status"] == "accepted" and "model_name" in deploy["preview"]["final_yaml"]
+        assert audit["preview"] == {"status": "refused", "detail": audit["preview"]["detail"]}
+        assert "Unexpected parameter 'model'" in audit["preview"]["detail"]
+        posted = [json.loads(r["body"]) for r in standin.requests if r["method"] == "POST"]
+        assert [body.get("previewRun") for body in posted] == [True, True]
+        assert standin.runs == [] and [p["pipeline_id"] for p in standin.previews] == [13]  # the accepted one
+
+    def test_exits_zero_when_every_pipeline_accepts(self, standin, payload, deliveries, capsys):
+        standin.declared_parameters[14] = frozenset({"model", "version"})
+        assert main(["explain", str(payload(deliveries.mlflow_body())), "--preview"]) == 0
+        assert all(r["preview"]["status"] == "accepted" for r in json.loads(capsys.readouterr().out)["runs"])
+
+    def test_needs_the_relay_s_settings(self, clean_env, payload, deliveries, capsys):
+        assert main(["explain", str(payload(deliveries.mlflow_body())), "--preview"]) == 3
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "DEVOPS_ORG_URL" in err
