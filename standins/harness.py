@@ -393,7 +393,7 @@ def key_vault_outage(harness: RelayHarness, *, ttl: float = 300.0) -> Figures:
     then the vault becomes unreachable: cached secrets keep serving until ``ttl`` passes on the
     secrets' clock, then the relay answers 503 with Retry-After and starts nothing."""
     from relay.keyvault import KeyVaultSecretSource
-from relay.secrets import RelaySecrets
+    from relay.secrets import RelaySecrets
 
     figures = Figures("Key Vault unreachable (warm cache)")
     vault = FakeVault({"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT})
