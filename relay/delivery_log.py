@@ -141,6 +141,7 @@ class BackgroundDeliveryLog:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0
+        self._counting = False  # rejection counts taken from memory, not yet written
         self._thread: threading.Thread | None = None
         self._last_rejection_flush = 0.0
         self._last_purge = 0.0
@@ -176,7 +177,7 @@ class BackgroundDeliveryLog:
         self._ensure_writer()
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending or self._rejections:
+            while self._pending or self._rejections or self._counting:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -233,9 +234,12 @@ class BackgroundDeliveryLog:
                 return
             counts, self._rejections = self._rejections, Counter()
             self._last_rejection_flush = self._clock()
-        if not self._attempt("rejection counts", lambda: self.store.add_rejections(counts)):
-            with self._lock:  # counted again next time; bounded by reasons x hours
+            self._counting = True
+        written = self._attempt("rejection counts", lambda: self.store.add_rejections(counts))
+        with self._lock:
+            if not written:  # counted again next time; bounded by reasons x hours
                 self._rejections.update(counts)
+            self._counting = False
 
     def _maybe_purge(self) -> None:
         now = self._clock()

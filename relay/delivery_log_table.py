@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:=-]{1,200}$")
 _HEADER = "delivery"
 _REJECTIONS = "rejections"
 WRITE_TRIES = 5
+COUNTER_TRIES = 30  # every instance adds to the same hour's counter
 _RECORD_FIELDS = ("source", "event", "model", "version", "to_stage", "from_stage", "alias", "answer", "detail",
                   "origin", "forced_by", "replay_of", "replayed_by", "event_json")  # fmt: skip
 _RULE_FIELDS = ("status", "pipeline_id", "run_id", "url", "detail", "origin", "forced_by", "attempts", "updated_at")
@@ -143,7 +145,8 @@ class TableDeliveryLogStore:
 
     def add_rejections(self, counts: Mapping[tuple[str, str], int]) -> None:
         for (hour, reason), count in counts.items():
-            self._retry(functools.partial(self._add_rejections, hour, reason, count), "rejection counter")
+            self._retry(functools.partial(self._add_rejections, hour, reason, count), "rejection counter",
+                        tries=COUNTER_TRIES)
 
     def _add_rejections(self, hour: str, reason: str, count: int) -> None:
         current = self._get(_REJECTIONS, f"{hour}-{reason}")
@@ -217,14 +220,15 @@ class TableDeliveryLogStore:
         """Insert ``entity``, or replace what was read, only if nobody wrote it since."""
         put_conditionally(self.client(), entity, read, what="delivery log")
 
-    def _retry(self, write: Callable[[], None], what: str) -> None:
-        for _ in range(WRITE_TRIES):
+    def _retry(self, write: Callable[[], None], what: str, *, tries: int = WRITE_TRIES) -> None:
+        for attempt in range(tries):
             try:
                 write()
                 return
             except Conflict:
-                continue
-        raise StorageUnavailable(f"delivery log: {what} kept changing under {WRITE_TRIES} writes", retry_after=5)
+                # Writers that read the same ETag retry at once and collide again: spread them.
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 (jitter, not a secret)
+        raise StorageUnavailable(f"delivery log: {what} kept changing under {tries} writes", retry_after=5)
 
 
 def put_conditionally(table: TableClient, entity: dict[str, Any], read: Any | None, *, what: str) -> Any:

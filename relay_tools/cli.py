@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="port to serve on (default: any free port)")
     demo.set_defaults(func=cmd_demo)
 
+    # The delivery log, the poison queue and catch-up (issue 17).
+    from relay_tools.catch_up_command import add_catch_up_parser
+    from relay_tools.deliveries import add_deliveries_parser
+    from relay_tools.retries import add_retries_parser
+
+    add_deliveries_parser(sub)
+    add_retries_parser(sub)
+    add_catch_up_parser(sub)
+
     try:
         from relay_tools.webhooks_admin import add_webhooks_parser
     except ImportError:  # the optional `databricks` extra is not installed
