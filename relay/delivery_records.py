@@ -80,7 +80,10 @@ class RuleRecord:
         if self.updated_at < stored.updated_at:
             return False
         # A repeat that found the run ("duplicate"), or one that came while it was in flight,
-        # must not hide that the run was triggered (or that it failed for good).
+        # must not hide that the run was triggered (or that it failed for good); an operator
+        # putting a poisoned run back in the queue (a redrive) may.
+        if self.forced_by and self.status == "queued":
+            return True
         return not (stored.status in _SETTLED and self.status in _WEAKER_REPORTS)
 
     def as_json(self) -> dict[str, Any]:
@@ -226,7 +229,8 @@ def merge_rule(stored: RuleRecord | None, new: RuleRecord) -> RuleRecord:
         return new
     if not new.supersedes(stored):
         return stored
-    return replace(new, attempts=max(new.attempts, stored.attempts))
+    # Who last acted on it by hand (a redrive, a replay) stays known after the worker reports.
+    return replace(new, attempts=max(new.attempts, stored.attempts), forced_by=new.forced_by or stored.forced_by)
 
 
 def merge_delivery(stored: DeliveryRecord | None, new: DeliveryRecord) -> DeliveryRecord:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import Any
 
 from relay_tools.operator import operator_relay
 
 
-def cmd_catch_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_catch_up(args: argparse.Namespace) -> int:
     import httpx
 
     from relay.catch_up_runner import registry_auth, run_catch_up
@@ -46,23 +45,23 @@ def cmd_catch_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         reports = run_catch_up(relay, readers, dry_run=args.dry_run)
     if args.json:
         print(json.dumps([{"registry": r.registry, "dry_run": r.dry_run, "error": r.error,
-                           "actions": [asdict(a) for a in r.actions]} for r in reports], indent=2), file=out)
+                           "actions": [asdict(a) for a in r.actions]} for r in reports], indent=2))
     else:
         for report in reports:
-            _print_report(report, out)
+            _print_report(report)
     return 1 if any(r.failed for r in reports) else 0
 
 
-def _print_report(report: Any, out: TextIO) -> None:
+def _print_report(report: Any) -> None:
     verb = "would start" if report.dry_run else "started"
     print(f"{report.registry}: {len(report.started)} run(s) {verb}" + (" (dry run)" if report.dry_run else ""),
-          file=out)  # fmt: skip
+          )  # fmt: skip
     if report.error:
-        print(f"  FAILED: {report.error}", file=out)
+        print(f"  FAILED: {report.error}")
     for action in report.actions:
         result = f" -> {action.outcome}" + (f" run {action.run_id}" if action.run_id else "") if action.outcome else ""
         print(f"  {action.model} {action.selector} v{action.version} rule {action.rule}: {action.action}{result}"
-              f" ({action.reason})" + (f" [{action.delivery_id}]" if action.delivery_id else ""), file=out)  # fmt: skip
+              f" ({action.reason})" + (f" [{action.delivery_id}]" if action.delivery_id else ""))  # fmt: skip
 
 
 def add_catch_up_parser(sub: Any) -> None:

@@ -12,7 +12,7 @@ import argparse
 import fnmatch
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 from relay.delivery_records import DeliveryRecord
 from relay_tools.operator import (
@@ -41,7 +41,7 @@ def _where(record: DeliveryRecord) -> str:
     return f"to {record.to_stage}" if record.to_stage else record.event
 
 
-def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     settings = storage_settings()
     store = log_store(settings)
     since = parse_since(args.since)
@@ -49,27 +49,26 @@ def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                if (not args.model or fnmatch.fnmatchcase(r.model, args.model)) and _matches_status(r, args.status)]
     records = records[: args.limit]  # fmt: skip
     if args.json:
-        print(json.dumps([r.as_json() for r in records], indent=2), file=out)
+        print(json.dumps([r.as_json() for r in records], indent=2))
         return 0
     if not records:
-        print(f"no delivery since {short_time(since)} UTC matches", file=out)
+        print(f"no delivery since {short_time(since)} UTC matches")
     for record in records:
         runs = " ".join(f"{r.rule}={r.run_id or r.status}" for r in record.rules) or "-"
         where = _where(record)
         print(f"{short_time(record.arrived_at)}  {record.status:<11} {record.model} v{record.version or '-'} "
               f"({where})  {record.delivery_id}  runs: {runs}"
-              + (f"\n    {record.current_detail[:200]}" if record.current_detail else ""), file=out)  # fmt: skip
+              + (f"\n    {record.current_detail[:200]}" if record.current_detail else ""))  # fmt: skip
     rejected = store.rejections(since=since)
     if rejected:
         totals: dict[str, int] = {}
         for count in rejected:
             totals[count.reason] = totals.get(count.reason, 0) + count.count
-        print("rejected (not logged one by one): " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())),
-              file=out)  # fmt: skip
+        print("rejected (not logged one by one): " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     return 0
 
 
-def cmd_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     record = log_store(storage_settings()).get(args.delivery_id)
     if record is None:
         print(f"mlflow-relay: no delivery {args.delivery_id!r} in the delivery log (or past its retention)",
@@ -78,26 +77,25 @@ def cmd_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     shown: dict[str, Any] = record.as_json()
     shown["event_kept"] = json.loads(record.event_json) if record.event_json else None
     if args.json:
-        print(json.dumps([shown], indent=2), file=out)
+        print(json.dumps([shown], indent=2))
         return 0
-    print(f"delivery {record.delivery_id}: {record.status}", file=out)
+    print(f"delivery {record.delivery_id}: {record.status}")
     for key in ("source", "event", "model", "version", "to_stage", "from_stage", "alias", "origin", "answer",
                 "http_status", "arrived_at", "first_arrived_at", "arrivals", "forced_by", "replay_of", "replayed_by"):
         if shown.get(key) not in (None, ""):
-            print(f"  {key}: {shown[key]}", file=out)
+            print(f"  {key}: {shown[key]}")
     if record.current_detail:
-        print(f"  detail: {record.current_detail}", file=out)
+        print(f"  detail: {record.current_detail}")
     for rule in record.rules:
         run = f"run {rule.run_id} {rule.url or ''}".rstrip() if rule.run_id else "no run"
         extra = ", ".join(x for x in (rule.origin, rule.forced_by and f"by {rule.forced_by}",
                                       rule.attempts and f"{rule.attempts} queue attempt(s)") if x)  # fmt: skip
-        print(f"  rule {rule.rule}: {rule.status}, {run} ({extra})" + (f": {rule.detail}" if rule.detail else ""),
-              file=out)  # fmt: skip
-    print("  replayable: " + ("yes (mlflow-relay deliveries replay)" if record.replayable else "no"), file=out)
+        print(f"  rule {rule.rule}: {rule.status}, {run} ({extra})" + (f": {rule.detail}" if rule.detail else ""))
+    print("  replayable: " + ("yes (mlflow-relay deliveries replay)" if record.replayable else "no"))
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     from relay_tools.replay import replay_delivery
 
     relay = operator_relay()
@@ -111,17 +109,17 @@ def cmd_replay(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                            "runs": [{"rule": o.request.rule, "status": o.status,
                                      "run_id": o.run.run_id if o.run else None,
                                      "url": o.run.url if o.run else None} for o in result.outcomes]}],
-                         indent=2), file=out)  # fmt: skip
+                         indent=2))  # fmt: skip
     else:
-        print(f"replay of {args.delivery_id} as {result.event.delivery_id} by {operator}: {body['status']}", file=out)
+        print(f"replay of {args.delivery_id} as {result.event.delivery_id} by {operator}: {body['status']}")
         for outcome in result.outcomes:
             run = f"run {outcome.run.run_id}" if outcome.run and outcome.run.run_id else "no run"
             print(f"  rule {outcome.request.rule}: {outcome.status}, {run}"
-                  + (f": {outcome.detail}" if outcome.detail else ""), file=out)  # fmt: skip
+                  + (f": {outcome.detail}" if outcome.detail else ""))  # fmt: skip
         if result.reopened:
-            print(f"  reopened (refused or poisoned before): {', '.join(result.reopened)}", file=out)
+            print(f"  reopened (refused or poisoned before): {', '.join(result.reopened)}")
         if body["status"] == "duplicate" and not args.force:
-            print("  the runs exist already; --force starts new ones (recorded as forced by you)", file=out)
+            print("  the runs exist already; --force starts new ones (recorded as forced by you)")
     return 0 if body["status"] in _OK_REPLAY else 1
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from relay.composition import azure_credential, build_ledger
 from relay.names import RETRY_QUEUE_NAME
@@ -67,7 +66,7 @@ def _parse(message: Any) -> PoisonMessage:
     return PoisonMessage(str(message.id), inserted, document)
 
 
-def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from azure.core.exceptions import ResourceNotFoundError
 
     from relay.storage_clients import storage_errors
@@ -83,16 +82,16 @@ def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     ledger = build_ledger(settings)
     shown = [{**m.as_json(), "ledger": _ledger_state(ledger, m.key)} for m in messages]
     if args.json:
-        print(json.dumps(shown, indent=2), file=out)
+        print(json.dumps(shown, indent=2))
         return 0
     if not shown:
-        print(f"{POISON_QUEUE_NAME} is empty", file=out)
+        print(f"{POISON_QUEUE_NAME} is empty")
     for item in shown:
         print(f"{item['inserted_on']}  {item.get('delivery_id', '?')}  rule {item.get('rule', '?')}  model "
               f"{item.get('model', '?')} v{item.get('version') or '-'}  attempt {item.get('attempt', '?')}  "
-              f"ledger: {item['ledger']}\n    {item['reason']}", file=out)  # fmt: skip
+              f"ledger: {item['ledger']}\n    {item['reason']}")  # fmt: skip
     if total > len(shown):
-        print(f"({len(shown)} of about {total} shown: a queue shows at most {PEEK_LIMIT} at a time)", file=out)
+        print(f"({len(shown)} of about {total} shown: a queue shows at most {PEEK_LIMIT} at a time)")
     return 0
 
 
@@ -101,7 +100,7 @@ def _ledger_state(ledger: DeliveryLedger, key: str) -> str:
     return entry.state.value if entry else "no entry"
 
 
-def cmd_redrive(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_redrive(args: argparse.Namespace) -> int:
     """Re-enqueue the matching poison messages; exit 1 when one matched nothing or could not go."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -123,24 +122,24 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             except ResourceNotFoundError:
                 batch = []
             fresh = [m for m in batch if m.id not in seen]
-            if not fresh:
-                break
-            for message in fresh:
-                seen.add(message.id)
+            for message in batch:
                 parsed = _parse(message)
-                if not (args.all or args.id in (parsed.message_id, parsed.key, parsed.document.get("delivery_id"))):
-                    client.update_message(message, visibility_timeout=0)  # not ours: visible again at once
-                    continue
-                done, note = _redrive(parsed, ledger, queue, operator, settings)
-                who = parsed.document.get("delivery_id", parsed.message_id)
-                print(f"{who} rule {parsed.document.get('rule', '?')}: {note}", file=out)
+                wanted = args.all or args.id in (parsed.message_id, parsed.key, parsed.document.get("delivery_id"))
+                done = False
+                if message.id not in seen and wanted:
+                    done, note = _redrive(parsed, ledger, queue, operator, settings)
+                    print(f"{parsed.document.get('delivery_id', parsed.message_id)} rule "
+                          f"{parsed.document.get('rule', '?')}: {note}")  # fmt: skip
+                    moved, problems = moved + done, problems + (not done)
+                seen.add(message.id)
                 if done:
                     client.delete_message(message)
-                    moved += 1
-                else:
-                    problems += 1
+                else:  # not ours, seen before, or left for later: visible again at once
+                    client.update_message(message, visibility_timeout=0)
+            if not fresh:
+                break
     if not moved and not problems:
-        print(f"nothing in {POISON_QUEUE_NAME} matches {args.id or '--all'}", file=out)
+        print(f"nothing in {POISON_QUEUE_NAME} matches {args.id or '--all'}")
         return 1 if args.id else 0
     return 1 if problems else 0
 
