@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 import httpx
-from azure.functions.timer import TimerRequest
 import pytest
+from azure.functions.timer import TimerRequest
 
 from relay.composition import current_relay
 from relay_tools.cli import main
