@@ -118,12 +118,16 @@ class InMemoryDeliveryLogStore:
     def purge(self, *, before: float) -> int:
         cutoff = hour_of(before)
         with self._lock:
-            old = [k for k, r in self._records.items() if max(r.arrived_at, *(x.updated_at for x in r.rules)) < before]
+            old = [k for k, r in self._records.items() if _last_written(r) < before]
             for key in old:
                 del self._records[key]
             for bucket in [b for b in self._rejections if b[0] < cutoff]:
                 del self._rejections[bucket]
         return len(old)
+
+
+def _last_written(record: DeliveryRecord) -> float:
+    return max([record.arrived_at, *(rule.updated_at for rule in record.rules)])
 
 
 class BackgroundDeliveryLog:
@@ -136,7 +140,7 @@ class BackgroundDeliveryLog:
         self.store = store
         self._retention = retention
         self._clock = clock
-        self._queue: queue.Queue[Callable[[], object]] = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[tuple[str, Callable[[], object]]] = queue.Queue(maxsize=max_pending)
         self._rejections: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -189,7 +193,7 @@ class BackgroundDeliveryLog:
         with self._lock:
             self._pending += 1
         try:
-            self._queue.put_nowait(write)
+            self._queue.put_nowait((delivery_id, write))
         except queue.Full:
             with self._lock:
                 self._pending -= 1
@@ -211,11 +215,11 @@ class BackgroundDeliveryLog:
         idle_since = time.monotonic()
         while True:
             try:
-                write = self._queue.get(timeout=0.2)
+                item = self._queue.get(timeout=0.2)
             except queue.Empty:
-                write = None
-            if write is not None:
-                self._attempt("record", write)
+                item = None
+            if item is not None:
+                self._attempt("record", item[1], delivery_id=item[0])
                 idle_since = time.monotonic()
                 with self._idle:
                     self._pending -= 1
@@ -248,11 +252,11 @@ class BackgroundDeliveryLog:
         self._last_purge = now
         self._attempt("purge", lambda: self.store.purge(before=now - self._retention))
 
-    def _attempt(self, what: str, write: Callable[[], object]) -> bool:
+    def _attempt(self, what: str, write: Callable[[], object], *, delivery_id: str | None = None) -> bool:
         try:
             write()
         except Exception as exc:  # any failure of the log is reported, never raised
-            self._failed(None, what, exc)
+            self._failed(delivery_id, what, exc)
             return False
         return True
 
