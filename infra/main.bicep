@@ -48,6 +48,16 @@ param webhookPreviousSecretName string = ''
 @description('Always-ready instances for the webhook (HTTP) functions; 0 scales to zero. See the README\'s cold-start figures.')
 param alwaysReadyHttpInstances int = 0
 
+@minLength(3)
+@description('E-mail address told when a run is poisoned, a catch-up fails or 5xx answers persist (docs/deploy.md).')
+param alertEmailAddress string
+
+@description('Registries catch-up reads (CATCH_UP_REGISTRIES), e.g. "mlflow=https://mlflow.example.com". Empty: catch-up off.')
+param catchUpRegistries string = ''
+
+@description('When catch-up runs: six-field NCRONTAB in UTC (CATCH_UP_SCHEDULE).')
+param catchUpSchedule string = '0 */15 * * * *'
+
 var tags = {
   'azd-env-name': environmentName
   application: 'mlflow-devops-relay'
@@ -73,6 +83,9 @@ module relay 'resources.bicep' = {
     deployerPrincipalType: deployerPrincipalType
     webhookPreviousSecretName: webhookPreviousSecretName
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    alertEmailAddress: alertEmailAddress
+    catchUpRegistries: catchUpRegistries
+    catchUpSchedule: catchUpSchedule
   }
 }
 
@@ -86,3 +99,4 @@ output RELAY_IDENTITY_CLIENT_ID string = relay.outputs.identityClientId
 output RELAY_IDENTITY_PRINCIPAL_ID string = relay.outputs.identityPrincipalId
 output APPLICATIONINSIGHTS_NAME string = relay.outputs.applicationInsightsName
 output WEBHOOK_URL string = relay.outputs.webhookUrl
+output RELAY_WORKBOOK_ID string = relay.outputs.workbookId
