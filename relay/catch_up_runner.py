@@ -8,6 +8,7 @@ app's identity (or the operator's, from the CLI). The timer function runs every 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ def relay_readers(relay: Relay, specs: Sequence[RegistrySpec], http: httpx.Clien
 
     settings = relay.settings
 
+    @functools.cache  # once per catch-up run: one vault read, however many models are read
     def mlflow_token() -> str | None:
         if not settings.mlflow_token_secret_name:
             return None

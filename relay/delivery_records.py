@@ -27,8 +27,7 @@ from webhook.routing import PipelineRunRequest
 MAX_EVENT_CHARS = 16_000
 MAX_DETAIL_CHARS = 1000
 
-# Where a record or a rule's outcome came from.
-ORIGINS = ("webhook", "retry", "replay", "catch-up")
+# Where a record or a rule's outcome came from: webhook | retry | replay | catch-up.
 
 # The worst rule outcome decides a delivery's status, as it decides the answer.
 _STATUS_PRECEDENCE = ("poisoned", "refused", "error", "unavailable", "in_progress", "queued", "triggered", "duplicate")
@@ -44,7 +43,6 @@ _REJECTION_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (PayloadTooLarge, "too_large"),
     (MethodNotAllowed, "method"),
 )
-REJECTION_REASONS = (*(reason for _, reason in _REJECTION_REASONS), "other")
 
 
 def rejection_reason(exc: Exception) -> str:
