@@ -31,3 +31,15 @@ def retry_pipeline_run(msg: func.QueueMessage) -> None:
     from relay import functions_adapter
 
     functions_adapter.handle_retry_message(msg)
+
+
+# Always registered: a timer binding cannot be added conditionally, and an unresolved
+# %CATCH_UP_SCHEDULE% stops the function from loading, so infra/ always sets the schedule.
+# Off unless CATCH_UP_REGISTRIES names a registry (then a no-op with one INFO line).
+@app.function_name("CatchUpMissedEvents")
+@app.timer_trigger(arg_name="timer", schedule="%CATCH_UP_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def catch_up_missed_events(timer: func.TimerRequest) -> None:
+    """Start, once, the stage and alias moves whose webhook never arrived."""
+    from relay import catch_up_runner
+
+    catch_up_runner.handle_timer(timer)

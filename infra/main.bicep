@@ -56,6 +56,16 @@ param pythonVersion string = '3.13'
 @description('Always-ready instances for the webhook (HTTP) functions; 0 scales to zero. See the README\'s cold-start figures.')
 param alwaysReadyHttpInstances int = 0
 
+@minLength(3)
+@description('E-mail address told when a run is poisoned, a catch-up fails or 5xx answers persist (docs/deploy.md).')
+param alertEmailAddress string
+
+@description('Registries catch-up reads (CATCH_UP_REGISTRIES), e.g. "mlflow=https://mlflow.example.com". Empty: catch-up off.')
+param catchUpRegistries string = ''
+
+@description('When catch-up runs: six-field NCRONTAB in UTC (CATCH_UP_SCHEDULE).')
+param catchUpSchedule string = '0 */15 * * * *'
+
 var tags = {
   'azd-env-name': environmentName
   application: 'mlflow-devops-relay'
@@ -82,6 +92,9 @@ module relay 'resources.bicep' = {
     webhookPreviousSecretName: webhookPreviousSecretName
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     pythonVersion: pythonVersion
+    alertEmailAddress: alertEmailAddress
+    catchUpRegistries: catchUpRegistries
+    catchUpSchedule: catchUpSchedule
   }
 }
 
@@ -95,3 +108,4 @@ output RELAY_IDENTITY_CLIENT_ID string = relay.outputs.identityClientId
 output RELAY_IDENTITY_PRINCIPAL_ID string = relay.outputs.identityPrincipalId
 output APPLICATIONINSIGHTS_NAME string = relay.outputs.applicationInsightsName
 output WEBHOOK_URL string = relay.outputs.webhookUrl
+output RELAY_WORKBOOK_ID string = relay.outputs.workbookId

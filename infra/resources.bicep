@@ -86,10 +86,22 @@ param storageSku string = 'Standard_ZRS'
 @description('Spread Flex Consumption instances over availability zones (only in regions that offer it; needs ZRS storage).')
 param zoneRedundant bool = false
 
+// -- Delivery log, catch-up and alerts (issue 17) ----------------------------------------------
+@minLength(3)
+@description('E-mail address the alert rules notify (poisoned runs, failed catch-ups, sustained 5xx).')
+param alertEmailAddress string
+
+@description('Registries catch-up reads, e.g. "mlflow=https://mlflow.example.com"; empty: catch-up off (the timer is a no-op).')
+param catchUpRegistries string = ''
+
+@description('When catch-up runs (six-field NCRONTAB, UTC). Always set: the timer binding reads it.')
+param catchUpSchedule string = '0 */15 * * * *'
+
 // Names the app uses; the defaults match relay/settings.py (the retry queue name is fixed there).
 var webhookSecretName = 'mlflow-webhook-secret'
 var devopsPatSecretName = 'devops-pat'
 var idempotencyTableName = 'relaydeliveries'
+var deliveryLogTableName = 'relaydeliverylog'
 var retryQueueName = 'relay-retry'
 var retryPoisonQueueName = 'relay-retry-poison'
 var deploymentContainerName = 'app-package-${resourceToken}'
@@ -221,6 +233,11 @@ resource idempotencyTable 'Microsoft.Storage/storageAccounts/tableServices/table
   name: idempotencyTableName
 }
 
+resource deliveryLogTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: deliveryLogTableName
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: 'kv-relay-${resourceToken}'
   location: location
@@ -336,6 +353,19 @@ var baseAppSettings = [
   {
     name: 'PYTHON_THREADPOOL_THREAD_COUNT'
     value: string(httpPerInstanceConcurrency)
+  }
+  {
+    name: 'DELIVERY_LOG_TABLE'
+    value: deliveryLogTableName
+  }
+  // The timer function's %CATCH_UP_SCHEDULE% must resolve or the function does not load.
+  {
+    name: 'CATCH_UP_SCHEDULE'
+    value: catchUpSchedule
+  }
+  {
+    name: 'CATCH_UP_REGISTRIES'
+    value: catchUpRegistries
   }
 ]
 
@@ -483,6 +513,18 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+module monitoring 'monitoring.bicep' = {
+  name: 'mlflow-devops-relay-monitoring'
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    applicationInsightsName: appInsights.name
+    webhookFunctionName: functionName
+    alertEmailAddress: alertEmailAddress
+  }
+}
+
 output functionAppName string = functionApp.name
 output keyVaultName string = vault.name
 output keyVaultUrl string = vault.properties.vaultUri
@@ -491,3 +533,4 @@ output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = appInsights.name
 output webhookUrl string = 'https://${functionApp.properties.defaultHostName}/api/${functionName}'
+output workbookId string = monitoring.outputs.workbookId

@@ -131,10 +131,14 @@ def internal_error_answer(error_id: str) -> RelayResponse:
     return json_response(500, body)
 
 
-def answered(produce: Callable[[], RelayResponse], *, ids: Mapping[str, object] | None = None) -> RelayResponse:
+def answered(
+    produce: Callable[[], RelayResponse], *, ids: Mapping[str, object] | None = None,
+    rejected: Callable[[RelayError], None] | None = None,
+) -> RelayResponse:  # fmt: skip
     """Run ``produce`` and turn whatever it raises into an answer; never raises.
 
     The only catch-all of the HTTP path: each error is logged once here, with ``ids``.
+    ``rejected`` is told of every 4xx (the delivery log counts them per reason and hour).
     """
     try:
         return produce()
@@ -147,8 +151,19 @@ def answered(produce: Callable[[], RelayResponse], *, ids: Mapping[str, object] 
             return error_answer(exc, error_id=error_id)
         decision = "rejected" if status < 500 else "unavailable"
         log_decision(decision, ids, level=logging.WARNING, status=status, detail=exc.detail)
+        if rejected is not None and status < 500:
+            _report_rejection(rejected, exc)
         return error_answer(exc)
     except Exception:
         error_id = uuid.uuid4().hex[:12]
         logging.getLogger("relay").exception("relay decision=crashed error_id=%s", error_id)
         return internal_error_answer(error_id)
+
+
+def _report_rejection(rejected: Callable[[RelayError], None], exc: RelayError) -> None:
+    """Count a rejection; counting must never change the answer (e.g. a misconfigured relay)."""
+    try:
+        rejected(exc)
+    except Exception as failure:
+        logging.getLogger("relay").warning("relay could not count a rejected request: %s",
+                                           getattr(failure, "detail", type(failure).__name__))

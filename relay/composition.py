@@ -21,7 +21,9 @@ import httpx
 from devops.auth import DevOpsAuth, EntraTokenAuth, PatAuth
 from devops.client import AzureDevOpsClient, DryRunStarter
 from devops.retry import RetryPolicy
+from relay.delivery_log_wiring import DeliveryLogParts, build_delivery_log_parts
 from relay.ledger import InMemoryLedger, LedgerTiming
+from relay.logged_retry_worker import LoggedRetryWorker
 from relay.names import RETRY_QUEUE_NAME
 from relay.ports import DeliveryLedger, PipelineStarter, SecretSource
 from relay.retry_worker import RetryWorker
@@ -150,6 +152,7 @@ class Relay:
     starter: PipelineStarter
     ledger: DeliveryLedger
     retry_queue: QueueOnFirstUse | None
+    log: DeliveryLogParts | None = None  # the delivery log, state marks and gate (issue 17)
 
     @property
     def worker(self) -> RetryWorker | None:
@@ -157,10 +160,11 @@ class Relay:
         if self.retry_queue is None:
             return None
         queue, settings = self.retry_queue(), self.settings
-        return RetryWorker(starter=self.starter, ledger=self.ledger, queue=queue, poison=queue,
-                           max_attempts=settings.retry_max_attempts, deadline=settings.devops_deadline_seconds,
-                           base_delay=settings.retry_base_delay_seconds,
-                           max_dequeue_count=settings.host_queues.max_dequeue_count)
+        return LoggedRetryWorker(starter=self.starter, ledger=self.ledger, queue=queue, poison=queue,
+                                 max_attempts=settings.retry_max_attempts, deadline=settings.devops_deadline_seconds,
+                                 base_delay=settings.retry_base_delay_seconds,
+                                 max_dequeue_count=settings.host_queues.max_dequeue_count,
+                                 delivery_log=self.log.log if self.log else None)
 
 
 def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> Relay:
@@ -169,6 +173,8 @@ def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> R
     starter: PipelineStarter = DryRunStarter() if settings.dry_run else build_devops_client(settings, secrets)
     ledger = build_ledger(settings)
     retry_queue = QueueOnFirstUse(settings) if settings.uses_storage else None
+    log = build_delivery_log_parts(settings, ledger,
+                                   credential_factory=lambda: azure_credential(settings.azure_client_id))
     rules_path = settings.routes_file
     service = RelayService(
         secrets=secrets,
@@ -181,8 +187,10 @@ def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> R
         max_age=settings.webhook_max_age_seconds,
         deadline=settings.devops_deadline_seconds,
         dry_run=settings.dry_run,
+        delivery_log=log.log,
+        state_gate=log.gate,
     )
-    return Relay(settings=settings, service=service, starter=starter, ledger=ledger, retry_queue=retry_queue)
+    return Relay(settings=settings, service=service, starter=starter, ledger=ledger, retry_queue=retry_queue, log=log)
 
 
 _lock = threading.Lock()

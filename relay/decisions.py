@@ -35,6 +35,9 @@ DECISIONS: tuple[str, ...] = (
     "poisoned",
     "claim_lost",
     "unrecorded",
+    "log_unavailable",
+    "caught_up",
+    "catch_up_failed",
     "misconfigured",
     "crashed",
 )

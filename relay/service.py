@@ -18,26 +18,31 @@ from relay.answers import (
     RunOutcome,
     answered,
     dry_run_answer,
+    error_answer,
     event_summary,
     ignored_answer,
     outcomes_answer,
 )
 from relay.decisions import log_decision
+from relay.delivery_records import failed_outcomes, rejection_reason
 from relay.ports import (
     Claim,
     Deadline,
     DeliveryLedger,
+    DeliveryLog,
     DependencyUnavailable,
     EntryState,
     LedgerEntry,
     PipelineStarter,
     RetryQueue,
     RetryTicket,
+    StateGate,
 )
 from relay.run_attempt import attempt_run, record
 from relay.secrets import RelaySecrets
 from webhook.delivery import Delivery
-from webhook.errors import AuthenticationFailed, StaleEvent
+from webhook.errors import AuthenticationFailed, RelayError, StaleEvent
+from webhook.events import RegistryEvent
 from webhook.routing import PipelineRunRequest, RouteRules, route_event
 
 
@@ -59,7 +64,10 @@ def answer_request(
         verifier().verify(delivery)
         return service().answer(delivery)
 
-    return answered(produce, ids={"delivery_id": delivery.delivery_id_hint})
+    def count_rejection(exc: RelayError) -> None:
+        service().count_rejection(exc)
+
+    return answered(produce, ids={"delivery_id": delivery.delivery_id_hint}, rejected=count_rejection)
 
 
 class DeliveryVerifier:
@@ -102,6 +110,8 @@ class RelayService:
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
         max_parallel_runs: int = 8,
+        delivery_log: DeliveryLog | None = None,
+        state_gate: StateGate | None = None,
     ) -> None:
         self.verifier = DeliveryVerifier(secrets, max_age=max_age, clock=clock)
         self._rules = rules
@@ -117,6 +127,8 @@ class RelayService:
         self._pool = ThreadPoolExecutor(max_workers=max_parallel_runs, thread_name_prefix="relay-run")
         # Caps concurrent run starts per process, whether on the pool or on request threads.
         self._slots = threading.BoundedSemaphore(max_parallel_runs)
+        self.delivery_log = delivery_log
+        self.state_gate = state_gate
 
     def handle(self, *, method: str, headers: Mapping[str, str], body: bytes) -> RelayResponse:
         """Answer one HTTP request; never raises."""
@@ -135,17 +147,49 @@ class RelayService:
         requests = route_event(self._rules(), event, default_project=self._default_project)
         if not requests:
             log_decision("ignored", ids)
-            return ignored_answer(event)
+            return self._logged(event, [], ignored_answer(event))
         log_decision("matched", ids, detail=",".join(r.rule for r in requests))
         if self._dry_run:
-            return dry_run_answer(event, requests)
-        return outcomes_answer(event, self.dispatch(requests))
+            return self._logged(event, [], dry_run_answer(event, requests))
+        try:
+            outcomes = self.dispatch(requests, event=event)
+        except RelayError as exc:
+            failed = error_answer(exc)
+            self._logged(event, failed_outcomes(requests, failed), failed)
+            raise
+        return self._logged(event, outcomes, outcomes_answer(event, outcomes))
 
-    def dispatch(self, requests: list[PipelineRunRequest]) -> list[RunOutcome]:
-        """Start each request's run exactly once; several rules start concurrently."""
-        if len(requests) == 1:  # the common case: no thread hand-off on the hot path
-            return [self._dispatch(requests[0])]
-        return list(self._pool.map(self._dispatch, requests))
+    def dispatch(self, requests: list[PipelineRunRequest], *, event: RegistryEvent | None = None) -> list[RunOutcome]:
+        """Start each request's run exactly once; several rules start concurrently.
+
+        With ``event``, a stage or alias move passes the state gate first: a late delivery of a
+        state catch-up already started is answered duplicate without a claim (relay.state_gate).
+        """
+        decided: list[RunOutcome] = []
+        if event is not None and self.state_gate is not None:
+            decided, requests = self.state_gate.screen(event, requests)
+        if len(requests) <= 1:  # the common case: no thread hand-off on the hot path
+            return decided + [self._dispatch(r) for r in requests]
+        return decided + list(self._pool.map(self._dispatch, requests))
+
+    def rules(self) -> RouteRules:
+        """Today's rules (replay and catch-up route with them, as a delivery would be)."""
+        return self._rules()
+
+    def route(self, event: RegistryEvent) -> list[PipelineRunRequest]:
+        """The runs today's rules ask for ``event``."""
+        return route_event(self._rules(), event, default_project=self._default_project)
+
+    def count_rejection(self, exc: RelayError) -> None:
+        """Count a rejected request in the delivery log (per reason and hour; never stored)."""
+        if self.delivery_log is not None:
+            self.delivery_log.rejected(rejection_reason(exc))
+
+    def _logged(self, event: RegistryEvent, outcomes: list[RunOutcome], answer: RelayResponse) -> RelayResponse:
+        """Hand the decided delivery to the delivery log (never raises, never waits), then answer."""
+        if self.delivery_log is not None:
+            self.delivery_log.delivered(event, outcomes, answer)
+        return answer
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:
         with self._slots:

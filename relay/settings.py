@@ -88,6 +88,31 @@ class Settings(SecretSettings):
     # Must agree with host.json's queues.visibilityTimeout when both are given (read from there otherwise).
     queue_visibility_timeout_seconds: float | None = Field(None, alias="QUEUE_VISIBILITY_TIMEOUT_SECONDS", gt=0)
 
+    # Delivery log, state marks and catch-up (relay.delivery_log, relay.catch_up; issue 17).
+    delivery_log_table: str = Field("relaydeliverylog", alias="DELIVERY_LOG_TABLE",
+                                    pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")  # fmt: skip
+    delivery_log_retention_days: float | None = Field(None, alias="DELIVERY_LOG_RETENTION_DAYS", gt=0)
+    # Read by the Functions host (the timer's %CATCH_UP_SCHEDULE% binding); checked here.
+    catch_up_schedule: str = Field("0 */15 * * * *", alias="CATCH_UP_SCHEDULE", pattern=r"^\S+( \S+){5}$")
+    catch_up_registries: str = Field("", alias="CATCH_UP_REGISTRIES")
+    mlflow_token_secret_name: str | None = Field(None, alias="MLFLOW_TOKEN_SECRET_NAME")
+
+    @field_validator("catch_up_registries")
+    @classmethod
+    def _known_registries(cls, value: str) -> str:
+        from relay.registry_specs import parse_registries
+
+        try:
+            parse_registries(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.detail.removeprefix("setting CATCH_UP_REGISTRIES: ")) from None
+        return value
+
+    @property
+    def delivery_log_retention(self) -> float:
+        """Seconds the delivery log keeps a record: its own setting, else the ledger's."""
+        return (self.delivery_log_retention_days or self.idempotency_retention_days) * 86400
+
     @field_validator("devops_org_url")
     @classmethod
     def _https_org_url(cls, value: str) -> str:

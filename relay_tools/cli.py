@@ -40,9 +40,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from relay_tools.catch_up_command import add_catch_up_parser
+    from relay_tools.deliveries import add_deliveries_parser
     from relay_tools.demo import add_demo_parser
     from relay_tools.doctor import add_doctor_parser
     from relay_tools.explain import add_explain_parser
+    from relay_tools.retries import add_retries_parser
     from relay_tools.serve import add_serve_parser
     from relay_tools.sign import add_sign_parser
     from relay_tools.sync import add_sync_parser
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_sign_parser,
         add_webhooks_parser,
         add_sync_parser,
+        add_deliveries_parser,
+        add_retries_parser,
+        add_catch_up_parser,
         add_demo_parser,
     ):
         add(sub)

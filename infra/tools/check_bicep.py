@@ -73,8 +73,10 @@ def check_secrets(template: dict[str, Any]) -> Iterator[str]:
                 yield f"a key or SAS in {node!r}"
         if not isinstance(node, dict):
             continue
-        function = node.get("function") or {}
-        operator = node.get("operator") or {}
+        # pycep's call and operator nodes are dicts; a resource property may be named so too
+        # (a log alert's criteria have an `operator: 'GreaterThan'`).
+        function = node.get("function") if isinstance(node.get("function"), dict) else {}
+        operator = node.get("operator") if isinstance(node.get("operator"), dict) else {}
         called = function.get("parameters", {}).get("func_name") if function.get("type") == "list_func" else None
         called = called or operator.get("operands", {}).get("func_name")
         if isinstance(called, str) and called.startswith("list"):

@@ -1,0 +1,99 @@
+"""``deliveries replay``: route a stored, verified event again under today's rules.
+
+Exactly once still holds: the replay goes through the relay's own dispatch under the
+delivery's own id, so a rule whose run started answers ``duplicate`` and starts nothing. A run
+Azure DevOps refused, or the retry queue gave up on, is reopened first (the ledger records who
+did it) and started now. ``--force`` starts new runs on purpose: under a derived delivery id
+``<id>~replay-<n>`` (the next free ``n``), so two operators forcing at once still start one run
+per rule, and the new record says who forced it and what it replays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.answers import RelayResponse, RunOutcome, ignored_answer, outcomes_answer
+from relay.composition import Relay
+from relay.delivery_log import DeliveryLogStore
+from relay.ports import EntryState
+from webhook.events import RegistryEvent
+from webhook.routing import PipelineRunRequest
+
+MAX_REPLAYS = 1000
+_REOPEN = frozenset({EntryState.REFUSED, EntryState.POISONED})
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    event: RegistryEvent
+    outcomes: list[RunOutcome]
+    answer: RelayResponse
+    reopened: list[str]
+
+
+def replay_delivery(
+    relay: Relay, store: DeliveryLogStore, delivery_id: str, *, operator: str, rule: str | None = None,
+    force: bool = False,
+) -> ReplayResult:  # fmt: skip
+    """Replay one delivery; the delivery log records the outcome (origin ``replay``).
+
+    Raises:
+        ValueError: no such delivery, no stored event, or ``rule`` matches nothing today.
+        RelayError: a dependency failed before any run (storage, secrets).
+    """
+    record = store.get(delivery_id)
+    if record is None:
+        raise ValueError(f"no delivery {delivery_id!r} in the delivery log (or past its retention)")
+    event = record.registry_event()
+    if force:
+        event = event.model_copy(update={"delivery_id": _next_replay_id(relay, store, event, delivery_id)})
+    requests = _requests(relay, event, rule)
+    reopened: list[str] = []
+    if not requests:
+        outcomes: list[RunOutcome] = []
+        answer = ignored_answer(event)
+    elif force:  # on purpose: no state gate, new keys, new runs
+        outcomes = relay.service.dispatch(requests)
+        answer = outcomes_answer(event, outcomes)
+    else:
+        reopened = _reopen_failed(relay, requests, operator)
+        outcomes = relay.service.dispatch(requests, event=event)
+        answer = outcomes_answer(event, outcomes)
+    assert relay.log is not None
+    relay.log.log.delivered(event, outcomes, answer, origin="replay", forced_by=operator,
+                            replay_of=delivery_id if force else "")  # fmt: skip
+    relay.log.log.flush(timeout=15)
+    return ReplayResult(event, outcomes, answer, reopened)
+
+
+def _requests(relay: Relay, event: RegistryEvent, rule: str | None) -> list[PipelineRunRequest]:
+    requests = relay.service.route(event)
+    if rule is None:
+        return requests
+    chosen = [r for r in requests if r.rule == rule]
+    if not chosen:
+        matching = ", ".join(r.rule for r in requests) or "none"
+        raise ValueError(f"rule {rule!r} does not match this event under today's rules (matching: {matching})")
+    return chosen
+
+
+def _reopen_failed(relay: Relay, requests: list[PipelineRunRequest], operator: str) -> list[str]:
+    """Reopen refused and poisoned entries: their run never started, the operator wants it now."""
+    reopened = []
+    for request in requests:
+        entry = relay.ledger.get(request.idempotency_key)
+        if entry is not None and entry.state in _REOPEN:
+            relay.ledger.reopen(request.idempotency_key, by=operator)
+            reopened.append(request.rule)
+    return reopened
+
+
+def _next_replay_id(relay: Relay, store: DeliveryLogStore, event: RegistryEvent, delivery_id: str) -> str:
+    """``<id>~replay-<n>`` for the first ``n`` no replay has used (ledger or log)."""
+    rules = [r.rule for r in relay.service.route(event)]
+    for n in range(1, MAX_REPLAYS + 1):
+        candidate = f"{delivery_id}~replay-{n}"
+        used = store.get(candidate) is not None or any(relay.ledger.get(f"{candidate}:{r}") for r in rules)
+        if not used:
+            return candidate
+    raise ValueError(f"delivery {delivery_id!r} was already force-replayed {MAX_REPLAYS} times")
