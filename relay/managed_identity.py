@@ -29,7 +29,7 @@ from azure.core.credentials import AccessToken
 from relay.ports import SecretsUnavailable
 
 API_VERSION = "2019-08-01"
-# A cached token is used until this long before it expires (azure-identity refreshes similarly).
+# A cached token is used until this long before it expires (as devops.auth.EntraTokenAuth does).
 REFRESH_MARGIN_SECONDS = 300
 # The endpoint is on the instance: a slow answer means it is unwell, not far away.
 REQUEST_TIMEOUT = httpx.Timeout(4.0, connect=2.0)
@@ -46,8 +46,8 @@ def _resource(scopes: tuple[str, ...]) -> str:
 def plain_http_client() -> httpx.Client:
     """An HTTP client for the endpoint on the instance.
 
-    The endpoint is plain HTTP, so the client needs no CA bundle: loading one costs a cold
-    start 10-20 ms. Its TLS context trusts no CA at all, so it would refuse a TLS peer rather
+    The endpoint is plain HTTP, so the client needs no CA bundle (loading certifi's takes a cold
+    process 15-20 ms on the bench machine). Its TLS context trusts no CA at all, so it would refuse a TLS peer rather
     than trust it unverified. Proxy settings from the environment are for outbound traffic and
     are ignored.
     """

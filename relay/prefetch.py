@@ -3,8 +3,9 @@
 A cold instance's first answer otherwise waits for one round trip after another: the vault's
 challenge, the identity token, the webhook secret; after the claim, the PAT; then a new TLS
 connection to Azure DevOps. ``Prefetch.start()`` (called once, when the process-wide relay is
-built) starts the PAT read, the managed-identity tokens and the DevOps connection, so they
-overlap the webhook secret's read, which the request starts itself.
+built) starts the managed-identity tokens and the DevOps connection, so they overlap the webhook
+secret's read (which the request starts itself), and has the PAT read right behind that read, on
+its vault connection, while the request verifies and claims.
 
 A task's failure is dropped here: the request that needs the value meets it again and reports
 it, as it would have without the prefetch. Nothing here is logged above DEBUG, and never a value.
