@@ -120,8 +120,9 @@ def build_http_client(settings: Settings) -> httpx.Client:
     return httpx.Client(verify=verify, limits=limits, headers={"User-Agent": USER_AGENT})
 
 
-def build_devops_client(settings: Settings, secrets: RelaySecrets, *, http: httpx.Client | None = None
-                        ) -> AzureDevOpsClient:
+def build_devops_client(
+    settings: Settings, secrets: RelaySecrets, *, http: httpx.Client | None = None
+) -> AzureDevOpsClient:
     return AzureDevOpsClient(org_url=settings.devops_org_url, auth=build_devops_auth(settings, secrets),
                              http=http or build_http_client(settings),
                              policy=RetryPolicy(deadline=settings.devops_deadline_seconds))
