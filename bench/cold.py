@@ -2,24 +2,36 @@
 
 Relay process: import ``azure.functions``, import ``function_app``, index the functions (as
 the worker does: ``app.get_functions()``), answer one signed delivery. It is configured as the
-template deploys it: secrets from the Key Vault stand-in through the managed-identity stand-in,
-and the delivery ledger in Table Storage (Azurite). So its first answer pays the SDK imports
-(azure-identity, Key Vault, Tables, Queues), a token, the vault's challenge and two reads, the
-ledger's table check, claim and record, and a TLS handshake and POST to DevOps. One difference
-from Azure remains: Azurite is reached with its account key, where Azure uses the identity (one
-more token request). A variant with secrets from the environment shows the Key Vault share.
+template deploys it: secrets from the Key Vault stand-in through the managed-identity stand-in
+(``IDENTITY_ENDPOINT``, ``IDENTITY_HEADER`` and the user-assigned ``AZURE_CLIENT_ID``), and the
+delivery ledger in Table Storage (Azurite, the table already there, as the template provisions
+it). So its first answer pays the SDK imports (Key Vault, Tables), a token, the vault's
+challenge and two reads, the ledger's claim and record, and a TLS handshake and POST to DevOps.
+One difference from Azure remains: Azurite is reached with its account key, where Azure uses
+the identity (one more token, which the relay asks for ahead). A variant with secrets from the
+environment shows the Key Vault share.
+
+Trust: in Azure the Key Vault and Tables clients (requests) load certifi's CA bundle into every
+new TLS connection, and the DevOps client (httpx) once, 15-20 ms each here. So the children trust
+a bundle of that size (certifi's plus the stand-ins' CA, ``azure_like_ca_bundle``); one more
+relay series trusts the stand-ins' one-certificate CA alone, as the runs before this one did.
 
 Trivial process: import ``azure.functions``, register and index one HTTP function that
 answers a constant, call it once with the same request.
 
 Floor process: the trivial one after importing the third-party packages the relay's first
-answer loads (pydantic, PyYAML, httpx with httpcore/h11, azure-identity, the Key Vault, Tables
-and Queues SDKs) and using none of them. Every child reports the distributions it loaded, and
-the run fails if the relay loaded one the floor did not: the floor stays a true lower bound
-for any relay on these dependencies. The gap above it is the relay's own modules and its I/O.
+answer loads (``FLOOR_IMPORTS``: pydantic, PyYAML, httpx with httpcore/h11, the Key Vault and
+Tables SDKs, and requests with azure-core's transport, which those clients load on their first
+request) and using none of them. Every child reports the distributions it loaded, and the run
+fails if the relay loaded one the floor did not: the floor stays a true lower bound for any
+relay on these dependencies. The gap above it is the relay's own modules and its I/O.
 
-All run in a copy of the deployment package with a venv of ``requirements.txt`` only
-(``bench/package.py``), the file set and packages the remote build deploys.
+Seed peer: the original example's client (``bench/seed_app``: the ``azure-devops`` SDK with a
+PAT from the environment) in its own venv (``.venv-seed``), answering the same delivery the same
+way; each process gets an empty SDK route cache, as a new instance has.
+
+All but the seed run in a copy of the deployment package with a venv of ``requirements.txt``
+only (``bench/package.py``), the file set and packages the remote build deploys.
 
 The parent records the wall time from just before spawning to the moment the child has its
 answer (interpreter start-up included; the distribution report and shutdown excluded). Runs
@@ -40,14 +52,17 @@ from bench.common import (
     DEVOPS_PAT,
     PROJECT,
     WEBHOOK_SECRET,
+    azure_like_ca_bundle,
     clean_environ,
     median,
     mlflow_delivery,
     start_devops_standin,
 )
-from bench.package import DeploymentPackage, deployment_package
-from standins.azure import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
+from bench.package import DeploymentPackage, deployment_package, seed_package
+from standins.azure import IDENTITY_HEADER, USER_ASSIGNED_CLIENT_ID, IdentityStandIn, KeyVaultStandIn
 from standins.azurite import running_azurite
+
+SEED_PIPELINE_ID = 21  # the first rule's pipeline (``write_rules``)
 
 _PRELUDE = """
 import json, os, sys, time
@@ -95,19 +110,19 @@ report = {"answered_at": time.time(), "status": response.status_code, "timings":
     + _REPORT
 )
 TRIVIAL_CHILD = _TRIVIAL_TEMPLATE
-FLOOR_CHILD = _TRIVIAL_TEMPLATE.replace(
-    "_SDK_IMPORTS = None",
-    "from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore; "
-    "import azure.identity, azure.keyvault.secrets, azure.data.tables, azure.storage.queue",
-)
+PYDANTIC_YAML_HTTPX = "from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore"
+FLOOR_IMPORTS = (f"{PYDANTIC_YAML_HTTPX}; import azure.keyvault.secrets, azure.data.tables, requests, "
+                 "azure.core.pipeline.transport")
+FLOOR_CHILD = _TRIVIAL_TEMPLATE.replace("_SDK_IMPORTS = None", FLOOR_IMPORTS)
 
 RELAY_CHILD = (
     _PRELUDE
     + """
 import function_app
 t2 = time.perf_counter()
-from relay_tools.local_host import http_functions
-handler = http_functions(function_app.app)["mlflowwebhooktransition"].handler
+# As the worker indexes (relay_tools is not in the package): the registered function by name.
+handler = next(f for f in function_app.app.get_functions()
+               if f.get_function_name() == "MLflowWebHookTransition").get_user_function()
 t3 = time.perf_counter()
 request = func.HttpRequest(method="POST", url="http://localhost:7071/api/MLflowWebHookTransition",
                            headers=delivery["headers"], params={}, route_params={}, body=delivery["body"].encode())
@@ -118,6 +133,11 @@ report = {"answered_at": time.time(), "status": response.status_code, "answer": 
                       "first_answer": t4 - t3}}
 """
     + _REPORT
+)
+# The same child for the seed app, with an empty SDK route cache (``~/.azure-devops``) per process.
+SEED_CHILD = (
+    "import os, tempfile\nos.environ['AZURE_DEVOPS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seed-cache-')\n"
+    + RELAY_CHILD
 )
 
 
@@ -145,6 +165,8 @@ class ColdResult:
     floor: ColdSamples
     relay_key_vault: ColdSamples
     relay_env_secrets: ColdSamples
+    relay_standin_ca: ColdSamples
+    seed: ColdSamples
     runs_at_standin: int
 
     @property
@@ -158,6 +180,7 @@ class ColdResult:
         return {"trivial": self.trivial.summary(), "floor": self.floor.summary(),
                 "relay_key_vault": self.relay_key_vault.summary(),
                 "relay_env_secrets": self.relay_env_secrets.summary(),
+                "relay_standin_ca": self.relay_standin_ca.summary(), "seed": self.seed.summary(),
                 "import_function_app_median_ms": self.import_delta_ms,
                 "runs_at_standin": self.runs_at_standin}  # fmt: skip
 
@@ -178,7 +201,7 @@ def _spawn(package: DeploymentPackage, code: str, env: dict[str, str]) -> tuple[
 
 
 def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
-    """Spawn ``repeats`` rounds of the four kinds of process; see the module docstring.
+    """Spawn ``repeats`` rounds of the five kinds of process; see the module docstring.
 
     Raises:
         RuntimeError: a child failed or answered other than 200, the runs or vault reads at the
@@ -186,11 +209,12 @@ def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
         AzuriteMissing: Azurite is not installed (``npm ci``).
     """
     package = deployment_package(workdir / "package")
+    seed = seed_package(workdir / "seed")
     identity = IdentityStandIn().start()
     devops = start_devops_standin(workdir / "cold", pat=DEVOPS_PAT)
     secrets = {"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
     vault = KeyVaultStandIn(devops.tls, identity, secrets=secrets).start()
-    ca = str(devops.tls.ca_file)
+    ca, standin_ca = str(azure_like_ca_bundle(devops.tls.ca_file, workdir / "cold")), str(devops.tls.ca_file)
     try:
         with running_azurite() as azurite:
             common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
@@ -200,27 +224,38 @@ def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
             base = clean_environ(os.environ, {})
             key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url,
                              "IDENTITY_ENDPOINT": identity.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER,
-                             "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}  # fmt: skip
+                             "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID, "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}
+            standin_ca_env = {**key_vault_env, "DEVOPS_CA_BUNDLE": standin_ca, "REQUESTS_CA_BUNDLE": standin_ca,
+                              "SSL_CERT_FILE": standin_ca}
             env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
             trivial_env = {**base, "PYTHONPATH": str(package.app_dir)}
-            result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), 0)
+            seed_env = {**base, "DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_PAT": DEVOPS_PAT,
+                        "SEED_PIPELINE_ID": str(SEED_PIPELINE_ID), "REQUESTS_CA_BUNDLE": ca,
+                        "PYTHONPATH": str(seed.app_dir)}
+            result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(),
+                                ColdSamples(), 0)
             _spawn(package, TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
             _spawn(package, RELAY_CHILD, key_vault_env)  # ... and this one also creates the ledger's table
+            _spawn(seed, SEED_CHILD, seed_env)
             before = len(devops.runs)
             for i in range(repeats):
-                kinds = [(TRIVIAL_CHILD, trivial_env, result.trivial), (FLOOR_CHILD, trivial_env, result.floor),
-                         (RELAY_CHILD, key_vault_env, result.relay_key_vault),
-                         (RELAY_CHILD, env_secrets_env, result.relay_env_secrets)]  # fmt: skip
-                for code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
-                    sink.add(*_spawn(package, code, env))
+                kinds = [(package, TRIVIAL_CHILD, trivial_env, result.trivial),
+                         (package, FLOOR_CHILD, trivial_env, result.floor),
+                         (package, RELAY_CHILD, key_vault_env, result.relay_key_vault),
+                         (package, RELAY_CHILD, env_secrets_env, result.relay_env_secrets),
+                         (package, RELAY_CHILD, standin_ca_env, result.relay_standin_ca),
+                         (seed, SEED_CHILD, seed_env, result.seed)]
+                for where, code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
+                    sink.add(*_spawn(where, code, env))
     finally:
         vault.stop()
         devops.stop()
         identity.stop()
     result.runs_at_standin = len(devops.runs) - before
-    if result.runs_at_standin != 2 * repeats:
-        raise RuntimeError(f"{2 * repeats} cold relay deliveries but {result.runs_at_standin} runs at the stand-in")
-    if vault.reads["mlflow-webhook-secret"] < repeats + 1:
+    if result.runs_at_standin != 4 * repeats:
+        raise RuntimeError(f"{4 * repeats} cold deliveries (relay and seed) but {result.runs_at_standin} runs "
+                           "at the stand-in")
+    if vault.reads["mlflow-webhook-secret"] < 2 * repeats + 1:
         raise RuntimeError("the Key Vault cold runs did not read the vault")
     missing = result.relay_key_vault.distributions - result.floor.distributions
     if missing:

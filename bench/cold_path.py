@@ -7,11 +7,11 @@ Two measures, in the deployment package's runtime venv (``bench/package.py``):
   summed per top-level package (``azure.*`` by its second name), largest first. Among them the
   Queue SDK, which the first answer only needs when Azure DevOps is down and a run is queued.
 * **Floors**: the trivial app of ``bench/cold.py`` after importing a set of SDKs, in fresh
-  processes (median, alternating): the floor as today; without the Queue SDK (imported only when a
-  run is queued); and without azure-identity as well (the App Service managed-identity token is
-  one HTTP GET the relay could make itself, keeping azure-identity for local development). The
-  last one imports ``requests`` and azure-core's transport in its place: the Key Vault and Tables
-  clients load them on their first request anyway.
+  processes (median, alternating), from the floor as first measured to the floor now: with the
+  Queue SDK and azure-identity; without the Queue SDK (imported only when a run is queued); and
+  without azure-identity as well (``FLOOR_IMPORTS``: the relay asks the platform's identity
+  endpoint itself, ``relay/managed_identity.py``). The last two import ``requests`` and
+  azure-core's transport: the Key Vault and Tables clients load them on their first request.
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cold import _TRIVIAL_TEMPLATE, RELAY_CHILD, TRIVIAL_CHILD, ColdSamples, _spawn
+from bench.cold import (
+    _TRIVIAL_TEMPLATE,
+    FLOOR_IMPORTS,
+    PYDANTIC_YAML_HTTPX,
+    RELAY_CHILD,
+    TRIVIAL_CHILD,
+    ColdSamples,
+    _spawn,
+)
 from bench.common import DEVOPS_PAT, WEBHOOK_SECRET, clean_environ, median, mlflow_delivery, start_devops_standin
 from bench.latency_proxy import LatencyProxy
 from bench.network_depth import ProxiedVault, _environment
@@ -31,13 +39,15 @@ from bench.package import DeploymentPackage, deployment_package
 from standins.azure import IdentityStandIn
 from standins.azurite import running_azurite
 
-_BASE = "from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore"
+_TRANSPORT = "requests, azure.core.pipeline.transport"
 FLOORS = {
-    "floor": f"{_BASE}; import azure.identity, azure.keyvault.secrets, azure.data.tables, azure.storage.queue",
-    "floor without the Queue SDK": f"{_BASE}; import azure.identity, azure.keyvault.secrets, azure.data.tables",
-    "floor without Queue SDK and azure-identity": (
-        f"{_BASE}; import azure.keyvault.secrets, azure.data.tables, requests, azure.core.pipeline.transport"
+    "floor with the Queue SDK and azure-identity (as first measured)": (
+        f"{PYDANTIC_YAML_HTTPX}; import azure.identity, azure.keyvault.secrets, azure.data.tables, azure.storage.queue"
     ),
+    "floor with azure-identity (the first answer before)": (
+        f"{PYDANTIC_YAML_HTTPX}; import azure.identity, azure.keyvault.secrets, azure.data.tables, {_TRANSPORT}"
+    ),
+    "floor (the first answer now)": FLOOR_IMPORTS,
 }
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 

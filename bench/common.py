@@ -121,6 +121,22 @@ def machine() -> dict[str, object]:
     }  # fmt: skip
 
 
+def azure_like_ca_bundle(ca_file: Path, workdir: Path) -> Path:
+    """A CA bundle as large as the one the relay loads in Azure: certifi's, plus the stand-ins' CA.
+
+    In Azure, requests (the Key Vault and Tables clients) loads certifi's bundle into every new
+    TLS connection's context, and httpx once per client: 15-20 ms each on this machine. The
+    stand-ins' one-certificate CA file would hide that cost, so the cold children trust this.
+    """
+    import certifi
+
+    bundle = workdir / "azure-like-ca-bundle.pem"
+    workdir.mkdir(parents=True, exist_ok=True)
+    bundle.write_text(Path(certifi.where()).read_text(encoding="ascii") + "\n" + ca_file.read_text(encoding="ascii"),
+                      encoding="ascii")
+    return bundle
+
+
 def start_devops_standin(workdir: Path, **options: object) -> devops_standin.DevOpsStandIn:
     """The loopback Azure DevOps stand-in, started, with Nagle's algorithm off.
 

@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.cold import RELAY_CHILD, _spawn
-from bench.common import DEVOPS_PAT, PROJECT, WEBHOOK_SECRET, clean_environ, median, start_devops_standin
+from bench.common import (
+    DEVOPS_PAT,
+    PROJECT,
+    WEBHOOK_SECRET,
+    azure_like_ca_bundle,
+    clean_environ,
+    median,
+    start_devops_standin,
+)
 from bench.latency_proxy import LatencyProxy
 from bench.package import deployment_package
 from relay.storage_clients import azurite_connection_string
-from standins.azure import IDENTITY_HEADER, IdentityStandIn, KeyVaultStandIn
+from standins.azure import IDENTITY_HEADER, USER_ASSIGNED_CLIENT_ID, IdentityStandIn, KeyVaultStandIn
 from standins.azurite import running_azurite
 
 
@@ -65,12 +73,13 @@ def _environment(proxy: LatencyProxy, identity: IdentityStandIn, vault: ProxiedV
     storage = azurite_connection_string(blob_port=proxy.add("blob", ports["blob"]),
                                         queue_port=proxy.add("queue", ports["queue"]),
                                         table_port=proxy.add("table", ports["table"]))
-    ca = str(devops.tls.ca_file)
+    ca = str(azure_like_ca_bundle(devops.tls.ca_file, app_dir.parent))
     return clean_environ(os.environ, {
         "DEVOPS_ORG_URL": devops.org_url.replace(f":{devops.port}/", f":{devops_port}/"),
         "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules), "PYTHONPATH": str(app_dir),
         "AzureWebJobsStorage": storage, "KEY_VAULT_URL": f"https://127.0.0.1:{vault.proxy_port}",
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{identity_port}/msi/token", "IDENTITY_HEADER": IDENTITY_HEADER,
+        "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
         "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca,
     })
 

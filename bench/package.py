@@ -35,13 +35,12 @@ class DeploymentPackage:
     python: Path  # the interpreter of a venv holding requirements.txt only
 
 
-def _stamp() -> str:
-    requirements = (REPO_ROOT / "requirements.txt").read_bytes()
-    return hashlib.sha256(requirements + sys.version.encode()).hexdigest()
+def _stamp(requirements: Path) -> str:
+    return hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()
 
 
-def runtime_venv() -> Path:
-    """The runtime-only venv's interpreter, built or rebuilt when out of date.
+def venv_of(venv: Path, requirements: Path) -> Path:
+    """The interpreter of a venv holding ``requirements`` only, built or rebuilt when out of date.
 
     A lock file serialises builders: a second benchmark (or the smoke test) waits rather than
     deleting the venv under the first.
@@ -49,17 +48,22 @@ def runtime_venv() -> Path:
     Raises:
         subprocess.CalledProcessError: venv creation or pip failed.
     """
-    python, stamp_file = VENV / "bin" / "python", VENV / ".requirements-sha256"
-    with open(REPO_ROOT / ".venv-bench.lock", "w") as lock:
+    python, stamp_file = venv / "bin" / "python", venv / ".requirements-sha256"
+    with open(venv.with_name(venv.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if python.exists() and stamp_file.is_file() and stamp_file.read_text().strip() == _stamp():
+        if python.exists() and stamp_file.is_file() and stamp_file.read_text().strip() == _stamp(requirements):
             return python
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(REPO_ROOT / "requirements.txt")], check=True)  # fmt: skip
-        stamp_file.write_text(_stamp() + "\n")
+                        "-r", str(requirements)], check=True)
+        stamp_file.write_text(_stamp(requirements) + "\n")
         return python
+
+
+def runtime_venv() -> Path:
+    """The runtime-only venv (``requirements.txt``). Raises like ``venv_of``."""
+    return venv_of(VENV, REPO_ROOT / "requirements.txt")
 
 
 def deployment_package(workdir: Path) -> DeploymentPackage:
@@ -72,3 +76,20 @@ def deployment_package(workdir: Path) -> DeploymentPackage:
     copy_file_set(REPO_ROOT, publish_file_set(REPO_ROOT), app_dir)
     compileall.compile_dir(app_dir, quiet=1)
     return DeploymentPackage(app_dir, runtime_venv())
+
+
+SEED_APP = REPO_ROOT / "bench" / "seed_app"
+SEED_VENV = REPO_ROOT / ".venv-seed"
+
+
+def seed_package(workdir: Path) -> DeploymentPackage:
+    """The seed peer (``bench/seed_app``) in ``workdir/wwwroot``, with its own venv (``.venv-seed``).
+
+    Raises:
+        subprocess.CalledProcessError: building the venv failed.
+    """
+    app_dir = workdir / "wwwroot"
+    app_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(SEED_APP / "function_app.py", app_dir / "function_app.py")
+    compileall.compile_dir(app_dir, quiet=1)
+    return DeploymentPackage(app_dir, venv_of(SEED_VENV, SEED_APP / "requirements.txt"))

@@ -1,9 +1,11 @@
 """Composition root: builds the relay from settings, once per process, on first use.
 
-Heavy SDKs (azure-identity, Key Vault, Storage) are imported here lazily, and the queue SDK
-only when a run is queued or a retry message arrives, so importing ``function_app`` stays
-cheap and never touches the network. The tools (``relay_tools``) build what they need with
-the same functions.
+Heavy SDKs (Key Vault, Storage) are imported here lazily, the queue SDK only when a run is
+queued or a retry message arrives, and azure-identity only where the platform's identity
+endpoint is missing (local development), so importing ``function_app`` stays cheap and never
+touches the network. Once built, the process-wide relay starts what the first answer will
+need and no request decides (``Prefetch``). The tools (``relay_tools``) build what they need
+with the same functions.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from devops.auth import DevOpsAuth, EntraTokenAuth, PatAuth
+from devops.auth import AZURE_DEVOPS_SCOPE, DevOpsAuth, EntraTokenAuth, PatAuth
 from devops.client import AzureDevOpsClient, DryRunStarter
 from devops.retry import RetryPolicy
 from relay.delivery_log_wiring import DeliveryLogParts, build_delivery_log_parts
 from relay.ledger import InMemoryLedger, LedgerTiming
-from relay.logged_retry_worker import LoggedRetryWorker
 from relay.names import RETRY_QUEUE_NAME
 from relay.ports import DeliveryLedger, PipelineStarter, SecretSource
-from relay.retry_worker import RetryWorker
+from relay.prefetch import STORAGE_SCOPE, Prefetch, key_vault_scope
 from relay.secrets import EnvironmentSecretSource, RelaySecrets
 from relay.service import DeliveryVerifier, RelayService
 from relay.settings import SecretSettings, Settings, load_settings, reset_settings, secret_settings_from_env
@@ -35,6 +36,7 @@ from webhook.routing import RouteRules, parse_rules
 
 if TYPE_CHECKING:
     from relay.retry_queue import StorageRetryQueue
+    from relay.retry_worker import RetryWorker
 
 log = logging.getLogger("relay")
 USER_AGENT = "mlflow-devops-relay/0.2"
@@ -55,9 +57,28 @@ def load_rules_file(path: Path) -> RouteRules:
     return parse_rules(text, origin=path.name)
 
 
+def platform_identity_endpoint() -> tuple[str, str] | None:
+    """``(IDENTITY_ENDPOINT, IDENTITY_HEADER)`` where Functions / App Service provide them."""
+    endpoint, header = os.environ.get("IDENTITY_ENDPOINT"), os.environ.get("IDENTITY_HEADER")
+    # With a server thumbprint the same variables name Service Fabric's endpoint: another protocol.
+    if endpoint and header and not os.environ.get("IDENTITY_SERVER_THUMBPRINT"):
+        return endpoint, header
+    return None
+
+
 @cache
 def azure_credential(client_id: str | None) -> Any:
-    """The app's identity: managed identity in Azure, developer credentials locally."""
+    """The app's identity: the platform's managed-identity endpoint in Azure, developer credentials locally.
+
+    Functions and App Service set ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER``; the relay then
+    asks that endpoint itself (``relay.managed_identity``) and never imports azure-identity.
+    Elsewhere ``DefaultAzureCredential`` (Azure CLI, VS Code, environment, ...) is imported.
+    """
+    platform = platform_identity_endpoint()
+    if platform is not None:
+        from relay.managed_identity import AppServiceManagedIdentity
+
+        return AppServiceManagedIdentity(platform[0], identity_header=platform[1], client_id=client_id)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(managed_identity_client_id=client_id, exclude_interactive_browser_credential=True)
@@ -100,9 +121,11 @@ def build_http_client(settings: Settings) -> httpx.Client:
     return httpx.Client(verify=verify, limits=limits, headers={"User-Agent": USER_AGENT})
 
 
-def build_devops_client(settings: Settings, secrets: RelaySecrets) -> AzureDevOpsClient:
+def build_devops_client(
+    settings: Settings, secrets: RelaySecrets, *, http: httpx.Client | None = None
+) -> AzureDevOpsClient:
     return AzureDevOpsClient(org_url=settings.devops_org_url, auth=build_devops_auth(settings, secrets),
-                             http=build_http_client(settings),
+                             http=http or build_http_client(settings),
                              policy=RetryPolicy(deadline=settings.devops_deadline_seconds))
 
 
@@ -143,6 +166,22 @@ class QueueOnFirstUse:
             return self._queue
 
 
+def build_prefetch(settings: Settings, secrets: RelaySecrets, http: httpx.Client | None) -> Prefetch:
+    """What to start ahead of the first answer, for these settings (``relay.prefetch``)."""
+    scopes = []
+    if settings.key_vault_url:
+        scopes.append(key_vault_scope(settings.key_vault_url))
+    if settings.uses_storage and not settings.storage_connection_string:
+        scopes.append(STORAGE_SCOPE)
+    if http is not None and settings.devops_auth == "managed-identity":
+        scopes.append(AZURE_DEVOPS_SCOPE)
+    # Tokens ahead from the platform's endpoint only: developer credentials may run a CLI.
+    credential = azure_credential(settings.azure_client_id) if scopes and platform_identity_endpoint() else None
+    return Prefetch(secrets=secrets, devops_pat=http is not None and settings.devops_auth == "pat",
+                    credential=credential, token_scopes=tuple(scopes), http=http,
+                    devops_org_url=settings.devops_org_url)
+
+
 @dataclass(frozen=True)
 class Relay:
     """The process-wide pieces: the HTTP service, and what the retry worker is made of."""
@@ -153,12 +192,15 @@ class Relay:
     ledger: DeliveryLedger
     retry_queue: QueueOnFirstUse | None
     log: DeliveryLogParts | None = None  # the delivery log, state marks and gate (issue 17)
+    prefetch: Prefetch | None = None
 
     @property
     def worker(self) -> RetryWorker | None:
         """The retry worker, or ``None`` without storage (nowhere to record outcomes)."""
         if self.retry_queue is None:
             return None
+        from relay.logged_retry_worker import LoggedRetryWorker  # the HTTP path never needs it
+
         queue, settings = self.retry_queue(), self.settings
         return LoggedRetryWorker(starter=self.starter, ledger=self.ledger, queue=queue, poison=queue,
                                  max_attempts=settings.retry_max_attempts, deadline=settings.devops_deadline_seconds,
@@ -168,9 +210,11 @@ class Relay:
 
 
 def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> Relay:
-    """Wire the relay from settings (no network I/O happens here); ``secrets`` may be shared."""
+    """Wire the relay from settings; ``secrets`` may be shared (no network I/O happens here;
+    ``Relay.prefetch.start()`` starts some)."""
     secrets = secrets or build_secrets(settings)
-    starter: PipelineStarter = DryRunStarter() if settings.dry_run else build_devops_client(settings, secrets)
+    http = None if settings.dry_run else build_http_client(settings)
+    starter: PipelineStarter = DryRunStarter() if http is None else build_devops_client(settings, secrets, http=http)
     ledger = build_ledger(settings)
     retry_queue = QueueOnFirstUse(settings) if settings.uses_storage else None
     log = build_delivery_log_parts(settings, ledger,
@@ -190,7 +234,8 @@ def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> R
         delivery_log=log.log,
         state_gate=log.gate,
     )
-    return Relay(settings=settings, service=service, starter=starter, ledger=ledger, retry_queue=retry_queue, log=log)
+    return Relay(settings=settings, service=service, starter=starter, ledger=ledger, retry_queue=retry_queue,
+                 log=log, prefetch=build_prefetch(settings, secrets, http))
 
 
 _lock = threading.Lock()
@@ -224,6 +269,8 @@ def current_relay() -> Relay:
     with _lock:
         if _relay is None:
             _relay = build_relay(load_settings(), secrets=secrets)
+            if _relay.prefetch is not None:
+                _relay.prefetch.start()
         return _relay
 
 

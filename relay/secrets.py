@@ -82,6 +82,7 @@ class RelaySecrets:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         self._last_rotation_refresh = -math.inf
+        self._pat_ahead = False
         self.reads = 0
 
     @property
@@ -92,19 +93,27 @@ class RelaySecrets:
         ttl = self._ttl if slot.value is not None else min(self._ttl, MISSING_SECRET_RECHECK_SECONDS)
         return now - slot.fetched_at < ttl
 
+    def _start(self, name: str, now: float) -> tuple[_Slot, threading.Event | None]:
+        """``name``'s slot, and the read to wait for: ``None`` when the cache or a remembered
+        failure answers. Starts the read if none is in flight. Call with ``_lock`` held."""
+        slot = self._slots.setdefault(name, _Slot())
+        if self._fresh(slot, now) or (slot.failure is not None and now - slot.failed_at < self._failure_memory):
+            return slot, None
+        if slot.inflight is None:
+            slot.inflight = threading.Event()
+            threading.Thread(target=self._fetch, args=(name, slot), daemon=True, name="relay-secret").start()
+        return slot, slot.inflight
+
     def _get(self, name: str) -> str | None:
         with self._lock:
-            slot = self._slots.setdefault(name, _Slot())
             now = self._clock()
-            if self._fresh(slot, now):
-                return slot.value
-            if slot.failure is not None and now - slot.failed_at < self._failure_memory:
+            slot, done = self._start(name, now)
+            if done is None:
+                if self._fresh(slot, now):
+                    return slot.value
+                assert slot.failure is not None
                 left = math.ceil(self._failure_memory - (now - slot.failed_at))
                 raise SecretsUnavailable(slot.failure.detail, retry_after=max(left, 1))
-            if slot.inflight is None:
-                slot.inflight = threading.Event()
-                threading.Thread(target=self._fetch, args=(name, slot), daemon=True, name="relay-secret").start()
-            done = slot.inflight
         if not done.wait(self._wait):
             raise SecretsUnavailable(
                 f"{self._source.description} has not answered for secret {name!r} within {self._wait:g} s",
@@ -134,6 +143,9 @@ class RelaySecrets:
             else:
                 slot.failure, slot.failed_at = failure, now
             event, slot.inflight = slot.inflight, None
+            if self._pat_ahead and failure is None and name == (self._previous_name or self._webhook_name):
+                self._pat_ahead = False  # the last webhook read is done: its connection is free
+                self._start(self._pat_name, now)
         if event is not None:
             event.set()
 
@@ -176,6 +188,17 @@ class RelaySecrets:
     def devops_pat(self) -> str:
         """The Azure DevOps PAT. Raises like ``webhook_secrets``."""
         return self._required(self._pat_name, "Azure DevOps PAT")
+
+    def read_devops_pat_ahead(self) -> None:
+        """Read the PAT in the background as soon as the webhook secrets have been read.
+
+        The first answer needs the PAT only after verifying and claiming, so the read runs
+        meanwhile, on the connection the webhook read opened: a second connection at once would
+        cost a TLS handshake and its CA bundle load. A failed read is remembered like any other
+        and raised by ``devops_pat()`` only, when a run needs the PAT. Returns at once.
+        """
+        with self._lock:
+            self._pat_ahead = True
 
     def invalidate_devops_pat(self) -> None:
         with self._lock:

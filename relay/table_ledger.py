@@ -7,6 +7,7 @@ a 412 means another attempt took the entry over, and the writer stops (``ClaimLo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -69,7 +70,12 @@ def _etag(metadata: Any) -> str:
 
 
 class TableLedger:
-    """``DeliveryLedger`` over one table; the table is created on first use."""
+    """``DeliveryLedger`` over one table.
+
+    The template provisions the table, so the ledger does not check for it in every new
+    process (a round trip on each cold first answer); an insert that finds no table creates it
+    and tries again (a new storage account, Azurite). Reads of a missing table find no entry.
+    """
 
     def __init__(
         self, service: TableServiceClient, table_name: str, timing: LedgerTiming,
@@ -86,10 +92,24 @@ class TableLedger:
         return self._timing.lease
 
     def _client(self) -> TableClient:
-        if self._table is None:
-            with storage_errors("delivery ledger"):
-                self._table = self._service.create_table_if_not_exists(self._table_name)
+        if self._table is None:  # no I/O: a client for the table by name
+            self._table = self._service.get_table_client(self._table_name)
         return self._table
+
+    def _insert(self, entity: dict[str, Any]) -> Any:
+        """``create_entity``, creating the table first if the insert found none.
+
+        Raises:
+            ResourceExistsError: the entity exists.
+        """
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        try:
+            return self._client().create_entity(entity)
+        except ResourceNotFoundError:  # an insert's only 404 is TableNotFound
+            with contextlib.suppress(ResourceExistsError):  # another process created it meanwhile
+                self._service.create_table(self._table_name)
+            return self._client().create_entity(entity)
 
     def _read(self, key: str) -> tuple[LedgerEntry, str] | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -114,7 +134,7 @@ class TableLedger:
         entry = claimed_entry(request, now, None, fresh=True)
         with storage_errors("delivery ledger"):
             try:
-                metadata = self._client().create_entity(to_entity(entry))
+                metadata = self._insert(to_entity(entry))
             except ResourceExistsError:
                 taken = self._take_over(request.idempotency_key, request, by_retry=False)
                 if taken is None:  # deleted between our insert and read: the sender's retry inserts anew

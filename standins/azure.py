@@ -9,9 +9,13 @@ on them, so the real SDK code runs unmodified:
   "attributes"}``; an unknown name gets 404 ``SecretNotFound``; with ``rbac_denied`` (the
   identity holds no data-plane role on the vault) every read gets 403 ``ForbiddenByRbac``.
 * Identity (App Service / Functions, ``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``): ``GET
-  <endpoint>?api-version=2019-08-01&resource=<r>`` with ``X-IDENTITY-HEADER`` answers
-  ``{"access_token", "expires_on", "resource", "token_type"}`` (``expires_on`` is unix seconds
-  as a string, as App Service sends it).
+  <endpoint>?api-version=2019-08-01&resource=<r>[&client_id=<id>]`` with ``X-IDENTITY-HEADER``
+  answers ``{"access_token", "expires_on", "resource", "token_type", "client_id"}``
+  (``expires_on`` is unix seconds as a string, as App Service sends it). ``client_id`` picks the
+  app's user-assigned identity (``USER_ASSIGNED_CLIENT_ID``, as the template's
+  ``AZURE_CLIENT_ID`` does); without it the system-assigned one answers. An identity the app
+  does not have, a wrong header or a missing parameter gets an error status with the
+  protocol's ``{"statusCode", "message"}`` body.
 
 The vault is reached as ``https://127.0.0.1:<port>``. The SDK refuses a challenge whose
 resource domain is not a suffix of the vault host (``_validate_challenge_resource``: the host
@@ -30,10 +34,12 @@ from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS
+from standins.tls import LoopbackTLS, ThreadingTLSServer
 
 TENANT_ID = "00000000-0000-0000-0000-0000000000b1"
 IDENTITY_HEADER = "bench-identity-header"
+USER_ASSIGNED_CLIENT_ID = "00000000-0000-0000-0000-0000000000c1"
+SYSTEM_ASSIGNED_CLIENT_ID = "00000000-0000-0000-0000-0000000000c0"
 
 
 def _serve(server: ThreadingHTTPServer, name: str) -> None:
@@ -69,14 +75,16 @@ class IdentityStandIn:
                 if query.get("api-version") != "2019-08-01" or not resource:
                     self._json(400, {"statusCode": 400, "message": "api-version and resource are required"})
                     return
+                client_id = query.get("client_id", SYSTEM_ASSIGNED_CLIENT_ID)
+                if client_id not in (SYSTEM_ASSIGNED_CLIENT_ID, USER_ASSIGNED_CLIENT_ID):
+                    self._json(400, {"statusCode": 400, "message": f"no identity with client_id {client_id} is "
+                                                                  "assigned to this app"})
+                    return
                 with owner._lock:
                     owner.tokens[resource] += 1
-                self._json(200, {
-                    "access_token": owner.token_for(resource),
-                    "expires_on": str(int(time.time()) + owner.lifetime),
-                    "resource": resource, "token_type": "Bearer",
-                    "client_id": "00000000-0000-0000-0000-0000000000c1",
-                })  # fmt: skip
+                self._json(200, {"access_token": owner.token_for(resource),
+                                 "expires_on": str(int(time.time()) + owner.lifetime),
+                                 "resource": resource, "token_type": "Bearer", "client_id": client_id})
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         _serve(self._server, "identity-standin")
@@ -128,8 +136,7 @@ class KeyVaultStandIn:
             def do_GET(self) -> None:
                 owner._answer(self)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
+        server = ThreadingTLSServer(("127.0.0.1", 0), Handler, self.tls)
         self._server = server
         _serve(server, "keyvault-standin")
         return self

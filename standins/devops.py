@@ -11,6 +11,14 @@ and ``GET /{org}/{project}/_apis/pipelines/{id}`` answer 200 for the projects an
 that exist (any, unless ``projects``/``pipelines`` say which) and 404 otherwise. Faults (429 +
 Retry-After, 503, slow answers, connection resets, 203) are chosen per POST by a
 ``FaultPlan``. Every request, every started run and every accepted preview is recorded.
+
+The ``azure-devops`` SDK (the benchmark's seed peer) finds its routes first: ``OPTIONS
+/{org}/_apis`` answers the resource locations (``{"count", "value": [{"id", "area",
+"resourceName", "routeTemplate", "resourceVersion", "minVersion", "maxVersion",
+"releasedVersion"}]}``), and the SDK then sends the negotiated version in the ``Accept``
+header (``application/json;api-version=7.0``), which the API takes as it takes the
+``api-version`` query parameter. Azure DevOps lists every location of the organisation; the
+stand-in lists only the runs resource, which is all the SDK looks up here.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls
+from standins.tls import LoopbackTLS, ThreadingTLSServer, make_loopback_tls
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
     {"model_name", "model_version", "event", "from_stage", "to_stage", "alias", "delivery_id"}
@@ -42,6 +50,15 @@ _RUN_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P
 _PIPELINE_PATH = re.compile(r"^/(?P<org>[^/]+)/(?P<project>[^/]+)/_apis/pipelines/(?P<pipeline>\d+)$")
 _PROJECT_PATH = re.compile(r"^/(?P<org>[^/]+)/_apis/projects/(?P<project>[^/]+)$")
 _NON_MEMBER_ID = "00000000-0000-0000-0000-0000000000d7"
+# The Pipelines runs resource (its id as in the SDK's pipelines client, its route as Azure
+# DevOps' location service lists it). The version range covers what the relay (7.1) and the
+# SDK (7.0, 7.1-preview.1) send.
+PIPELINES_LOCATIONS = (
+    {"id": "7859261e-d2e9-4a68-b820-a5d84cc5bb3d", "area": "pipelines", "resourceName": "runs",
+     "routeTemplate": "{project}/_apis/{area}/{pipelineId}/{resource}/{runId}"},
+)
+API_VERSIONS = {"resourceVersion": 1, "minVersion": "5.1", "maxVersion": "7.2", "releasedVersion": "7.1"}
+_API_VERSION = re.compile(r"api-version=(?P<version>\d+\.\d+)")
 _SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Azure DevOps Services | Sign In</title></head><body></body></html>"
 
 
@@ -127,10 +144,8 @@ class DevOpsStandIn:
         class Handler(_Handler):
             owner = standin
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        server = ThreadingTLSServer(("127.0.0.1", 0), Handler, self.tls)
         server.request_queue_size = 1024
-        server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
         self._server = server
         threading.Thread(target=server.serve_forever, name="devops-standin", daemon=True).start()
         return self
@@ -189,6 +204,14 @@ class DevOpsStandIn:
             "_links": {"web": {"href": web}},
         }  # fmt: skip
 
+    @property
+    def api_requests(self) -> list[dict[str, Any]]:
+        """Every recorded request but anonymous connection warm-ups (``GET {org}/_apis/connectionData``
+        without credentials: how the relay opens its connection ahead, ``relay/prefetch.py``)."""
+        with self._lock:
+            return [r for r in self.requests if not (r["method"] == "GET" and r["path"].endswith(
+                "/_apis/connectionData") and "Authorization" not in r["headers"])]
+
     def runs_for(self, pipeline_id: int) -> list[StartedRun]:
         with self._lock:
             return [r for r in self.runs if r.pipeline_id == pipeline_id]
@@ -202,6 +225,30 @@ class _Handler(StandInHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
         self.connection.close()
+
+    def _api_version_ok(self, query: str) -> bool:
+        """An ``api-version`` in the query or the ``Accept`` header, within the advertised range."""
+        found = _API_VERSION.search(query) or _API_VERSION.search(self.headers.get("Accept", ""))
+        if found is None:
+            return False
+        version = float(found["version"])
+        return float(API_VERSIONS["minVersion"]) <= version <= float(API_VERSIONS["maxVersion"])
+
+    def do_OPTIONS(self) -> None:
+        """The resource locations (``OPTIONS /{org}/_apis``), as the SDK asks for them first."""
+        owner = self.owner
+        path, _, query = self.path.partition("?")
+        with owner._lock:
+            owner.requests.append({"method": "OPTIONS", "path": path, "query": query,
+                                   "headers": dict(self.headers.items())})
+        if path != f"/{owner.org}/_apis":
+            self._json(404, {"message": f"no route for OPTIONS {path}"})
+            return
+        if not owner._authorised(self.headers.get("Authorization", "")):
+            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+            return
+        value = [{**location, **API_VERSIONS} for location in PIPELINES_LOCATIONS]
+        self._json(200, {"count": len(value), "value": value})
 
     def do_GET(self) -> None:
         """A project, a pipeline, the list of a pipeline's runs (no parameters, like the real
@@ -279,7 +326,7 @@ class _Handler(StandInHandler):
         if fault.kind == "slow" and not fault.after_create:
             time.sleep(fault.delay)
         match = _RUNS_PATH.match(path)
-        if match is None or "api-version=7.1" not in query:
+        if match is None or not self._api_version_ok(query):
             self._json(404, {"message": f"no route for {path}?{query}"})
             return
         header = self.headers.get("Authorization", "")

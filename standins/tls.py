@@ -1,12 +1,16 @@
-"""A throwaway certificate authority and server certificate for loopback TLS stand-ins."""
+"""A throwaway certificate authority and server certificate for loopback TLS stand-ins, and a
+threaded HTTPS server that does each handshake on its connection's own thread."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +30,36 @@ class LoopbackTLS:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert_file, self.key_file)
         return context
+
+
+class ThreadingTLSServer(ThreadingHTTPServer):
+    """A threaded HTTPS server; each TLS handshake runs on the connection's own thread.
+
+    Wrapping the listening socket instead would run every handshake inside ``accept()``, one at
+    a time, so a client's second connection would wait for its first one's handshake: a real
+    service shakes hands with concurrent connections concurrently.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: LoopbackTLS) -> None:
+        self.context = tls.server_context()
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            connection = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):  # a client that gave up or spoke plain HTTP, as accept() saw before
+            return
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            connection.close()
+
+    def shutdown_request(self, request: Any) -> None:
+        if isinstance(request, socket.socket) and request.fileno() == -1:  # handed over to the TLS socket
+            return
+        super().shutdown_request(request)
 
 
 def _name(common_name: str) -> x509.Name:

@@ -171,7 +171,7 @@ def test_a_move_made_while_the_relay_was_down_is_caught_up_once_and_the_late_del
     assert late.status_code == 200 and late.json()["status"] == "duplicate", late.text
     assert [r["run_id"] for r in late.json()["runs"]] == [devops_standin.runs[1].run_id]
     time.sleep(1)
-    assert len(devops_standin.runs) == 2 and len(devops_standin.requests) == 2
+    assert len(devops_standin.runs) == 2 and len(devops_standin.api_requests) == 2
 
     parts = current_relay().log
     assert parts is not None and parts.log.flush(timeout=20)

@@ -191,7 +191,7 @@ def test_registry_changes_start_the_routed_pipelines_exactly_once(
     time.sleep(SETTLE_SECONDS)
     assert len(relay.answers.all()) == answers_count, "late deliveries:\n" + relay.answers.describe()
     assert len(devops_standin.runs) == runs_count == 5, devops_standin.runs
-    assert len(devops_standin.requests) == 5, "the relay called Azure DevOps more than once per run"
+    assert len(devops_standin.api_requests) == 5, "the relay called Azure DevOps more than once per run"
     delivery_ids = [r.template_parameters["delivery_id"] for r in devops_standin.runs]
     assert len(set(delivery_ids)) == 5
 
@@ -227,4 +227,4 @@ def test_mlflow_test_webhook_is_acknowledged_and_starts_nothing(
     # test_webhook is synchronous: every answer is in by now.
     assert [a.status for a in relay.answers.where(hook="current")] == [200] * len(SUBSCRIBED_EVENTS)
     assert [a.status for a in relay.answers.where(hook="wrong-secret")] == [401]
-    assert devops_standin.runs == [] and devops_standin.requests == []
+    assert devops_standin.runs == [] and devops_standin.api_requests == []

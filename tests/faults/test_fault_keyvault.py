@@ -47,5 +47,5 @@ def test_unreachable_key_vault_answers_503_with_retry_after(
     assert answer.status == 503, answer.body
     assert answer.body["error"] == "SecretsUnavailable" and "Key Vault unreachable" in answer.body["detail"]
     assert int(answer.headers["Retry-After"]) >= 1
-    assert vault.standin.requests == [] and vault.standin.runs == []
+    assert vault.standin.api_requests == [] and vault.standin.runs == []
     assert elapsed < 5, f"an unreachable vault took {elapsed:.1f} s to answer"

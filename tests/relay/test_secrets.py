@@ -202,3 +202,84 @@ class TestEnvironmentSource:
     def test_reads_names_and_treats_empty_as_missing(self):
         source = EnvironmentSecretSource({"A": "1", "B": ""})
         assert (source.get("A"), source.get("B"), source.get("C")) == ("1", None, None)
+
+
+class OrderedSource(CountingSource):
+    """Records the order of reads and how many were in flight at once."""
+
+    def __init__(self, values, *, error_for=None):
+        super().__init__(values)
+        self.order, self.error_for = [], error_for or {}
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+        self.pat_read = threading.Event()
+
+    def get(self, name):
+        with self._lock:
+            self.order.append(name)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            if name in self.error_for:
+                raise self.error_for[name]
+            return super().get(name)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+            if name == "pat":
+                self.pat_read.set()
+
+
+class TestReadPatAhead:
+    """The PAT is read right behind the webhook secrets, one read at a time, before anyone asks."""
+
+    def make(self, source, previous_name="hook-old"):
+        return RelaySecrets(source, webhook_name="hook", previous_name=previous_name, pat_name="pat", ttl=300)
+
+    def test_pat_is_read_after_the_webhook_secrets_without_being_asked(self):
+        source = OrderedSource({"hook": "current", "hook-old": "previous", "pat": "the-pat"})
+        secrets = self.make(source)
+        secrets.read_devops_pat_ahead()
+        assert source.order == []  # nothing before the first webhook read
+        assert secrets.webhook_secrets() == ["current", "previous"]
+        assert source.pat_read.wait(5)
+        assert source.order == ["hook", "hook-old", "pat"] and source.most_in_flight == 1
+        assert secrets.devops_pat() == "the-pat" and source.reads["pat"] == 1
+
+    def test_without_a_previous_secret_the_pat_follows_the_current_one(self):
+        source = OrderedSource({"hook": "current", "pat": "the-pat"})
+        secrets = self.make(source, previous_name=None)
+        secrets.read_devops_pat_ahead()
+        secrets.webhook_secrets()
+        assert source.pat_read.wait(5)
+        assert source.order == ["hook", "pat"]
+
+    def test_a_failed_read_ahead_is_reported_only_when_the_pat_is_needed(self, caplog):
+        source = OrderedSource({"hook": "current"}, error_for={"pat": SecretsUnavailable("vault throttled")})
+        secrets = self.make(source, previous_name=None)
+        secrets.read_devops_pat_ahead()
+        with caplog.at_level("DEBUG"):
+            assert secrets.webhook_secrets() == ["current"]  # the request that verifies is not affected
+            assert source.pat_read.wait(5)
+            time.sleep(0.05)
+        assert [r for r in caplog.records if r.levelno >= 30] == []
+        with pytest.raises(SecretsUnavailable, match="vault throttled"):
+            secrets.devops_pat()
+        assert source.order.count("pat") == 1  # the remembered failure, not a second read
+
+    def test_no_read_ahead_when_the_webhook_read_fails(self):
+        source = OrderedSource({"pat": "the-pat"}, error_for={"hook": SecretsUnavailable("vault down")})
+        secrets = self.make(source, previous_name=None)
+        secrets.read_devops_pat_ahead()
+        with pytest.raises(SecretsUnavailable):
+            secrets.webhook_secrets()
+        time.sleep(0.1)
+        assert source.order == ["hook"]
+
+    def test_no_read_ahead_unless_asked(self):
+        source = OrderedSource({"hook": "current", "pat": "the-pat"})
+        secrets = self.make(source, previous_name=None)
+        secrets.webhook_secrets()
+        time.sleep(0.1)
+        assert source.order == ["hook"]

@@ -110,7 +110,7 @@ class TestReplay:
         code, [answer] = run(capsys, "deliveries", "replay", delivery.delivery_id, "--json")
         assert (code, answer["status"]) == (0, "duplicate")
         assert runs_for(relay, delivery.delivery_id) == [13, 14]
-        assert len(relay.standin.requests) == 2, "a replay of started runs must not call Azure DevOps"
+        assert len(relay.standin.api_requests) == 2, "a replay of started runs must not call Azure DevOps"
 
     def test_force_starts_a_new_run_under_a_derived_id_recorded_as_forced(self, relay: RelayHarness,
                                                                            capsys: Any) -> None:  # fmt: skip
