@@ -21,8 +21,10 @@ from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, 
 from webhook.routing import PipelineRunRequest
 
 # What each path may take over (besides a claim past its lease, and an entry past retention).
+# The retry worker never takes a poisoned entry: the host may deliver a ticket again after the
+# worker gave up on it, and that copy must not start the run (or park it) a second time.
 _HTTP_MAY_TAKE = frozenset({EntryState.RELEASED, EntryState.POISONED})
-_RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED, EntryState.POISONED})
+_RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED})
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class RetryWorker:
         if attempt >= self._max_attempts:
             reason = f"still unavailable after {attempt} attempts: {outcome.error.detail}"
             return self._give_up(ticket, outcome.claim, reason)
-        delay = queue_backoff(attempt, float(outcome.error.retry_after), base=self._base_delay)
+        delay = queue_backoff(attempt, outcome.error.server_retry_after, base=self._base_delay)
         self._queue.enqueue(RetryTicket.for_request(claim.request, attempt=attempt + 1,
                                                     last_error=outcome.error.detail), delay=delay)
         record(self._ledger, outcome.claim, EntryState.QUEUED, claim.request.correlation,
@@ -129,6 +129,10 @@ class RetryWorker:
             return "duplicate"
         if entry.state is EntryState.REFUSED:
             log_decision("done", ids, detail=f"retry message for a refused run: {entry.detail}")
+            return "done"
+        if entry.state is EntryState.POISONED:
+            # Parked already (the host delivered a ticket again): one poison message is enough.
+            log_decision("done", ids, detail=f"retry message for a run parked in the poison queue: {entry.detail}")
             return "done"
         # Someone holds it: come back once its lease can have run out, and never call it a duplicate.
         delay = max(1.0, entry.claimed_at + self._ledger.lease - self._clock()) + 1.0

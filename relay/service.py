@@ -178,7 +178,7 @@ class RelayService:
         if self._retry_queue is not None:
             ticket = RetryTicket.for_request(request, attempt=1, last_error=exc.detail)
             try:
-                self._retry_queue().enqueue(ticket, delay=max(self._retry_base_delay, float(exc.retry_after)))
+                self._retry_queue().enqueue(ticket, delay=max(self._retry_base_delay, exc.server_retry_after or 0.0))
             except DependencyUnavailable as queue_error:
                 log_decision("unavailable", ids, level=logging.WARNING, detail=f"retry queue: {queue_error.detail}")
             else:

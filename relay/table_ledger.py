@@ -123,7 +123,7 @@ class TableLedger:
         return ClaimResult(entry, _claim(entry, _etag(metadata), fresh=True))
 
     def claim_for_retry(self, key: str) -> ClaimResult | None:
-        """Claim a queued, released, poisoned or expired entry for the retry worker."""
+        """Claim a queued, released or expired entry for the retry worker (never a poisoned one)."""
         with storage_errors("delivery ledger"):
             return self._take_over(key, None, by_retry=True)
 

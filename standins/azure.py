@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from standins.http import StandInHandler
+from standins.http import QuietServer, StandInHandler
 from standins.tls import LoopbackTLS
 
 TENANT_ID = "00000000-0000-0000-0000-0000000000b1"
@@ -101,10 +101,16 @@ class KeyVaultStandIn:
     secrets: dict[str, str] = field(default_factory=dict)
     reads: Counter[str] = field(default_factory=Counter)  # authorised GETs per secret name
     challenges: int = 0  # unauthenticated requests answered with the 401 challenge
+    # Outage modes: every request waits ``delay`` s, then, with ``fail_status``, fails with it.
+    delay: float = 0.0
+    fail_status: int | None = None
+    requests: int = 0
+    max_in_flight: int = 0  # the most requests the vault was answering at once
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._in_flight = 0
 
     @property
     def port(self) -> int:
@@ -124,9 +130,9 @@ class KeyVaultStandIn:
 
         class Handler(StandInHandler):
             def do_GET(self) -> None:
-                owner._answer(self)
+                owner._counted(self)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = QuietServer(("127.0.0.1", 0), Handler)
         server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
         self._server = server
         _serve(server, "keyvault-standin")
@@ -136,6 +142,22 @@ class KeyVaultStandIn:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def _counted(self, handler: StandInHandler) -> None:
+        with self._lock:
+            self.requests += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if self.fail_status is not None:
+                handler._json(self.fail_status, {"error": {"code": "ServiceUnavailable", "message": "injected"}})
+                return
+            self._answer(handler)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _answer(self, handler: StandInHandler) -> None:
         parts = urlsplit(handler.path)

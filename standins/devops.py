@@ -3,9 +3,15 @@
 It behaves like the service where the relay depends on it: ``POST
 /{org}/{project}/_apis/pipelines/{id}/runs?api-version=7.1`` with Basic ``:PAT`` or a Bearer
 token; a wrong credential gets DevOps' 203 sign-in page; an undeclared template parameter
-gets a 400 with DevOps' message shape; a started run answers 200 with ``id`` and
-``_links.web.href``. Faults (429 + Retry-After, 503, slow answers, connection resets, 203)
-are chosen per request by a ``FaultPlan``. Every request and every started run is recorded.
+gets a 400 with DevOps' message shape; a started run answers 200 with ``id``, ``createdDate``
+(seven fractional digits, as DevOps writes it) and ``_links.web.href``. Runs - List (``GET
+.../runs``) carries no template parameters, Runs - Get (``GET .../runs/{id}``) does.
+
+Faults are chosen per request by a ``FaultPlan`` (POSTs) and a ``get_faults`` plan (GETs):
+429 + Retry-After, 503, slow answers, connection resets, 203, and the ambiguous ones — the run
+is created and then the answer is a 5xx, a dropped connection, or nothing for longer than the
+caller waits (a hang past the lease). Every request, every started run and every injected
+fault (by kind) is recorded.
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from standins.http import StandInHandler
+from standins.http import QuietServer, StandInHandler
 from standins.tls import LoopbackTLS, make_loopback_tls
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
@@ -37,13 +45,23 @@ _SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Azure DevOps Services | Sign
 
 @dataclass(frozen=True)
 class Fault:
-    """What to do with one request instead of (or before) answering normally."""
+    """What to do with one request instead of (or before) answering normally.
+
+    ``after_create``: the run is started first, then the fault (a 5xx, a reset, a late answer)
+    hides that it was: the ambiguous failures.
+    """
 
     kind: str  # "none" | "status" | "slow" | "reset" | "signin"
     status: int = 0
     retry_after: str | None = None
     delay: float = 0.0
-    after_create: bool = False  # "slow": start the run, then answer late
+    after_create: bool = False
+
+    @property
+    def label(self) -> str:
+        what = {"status": f"HTTP {self.status}", "slow": f"answer after {self.delay:g} s", "reset": "connection reset",
+                "signin": "sign-in page"}.get(self.kind, self.kind)
+        return f"devops run created, then {what}" if self.after_create else f"devops {what}"
 
 
 NO_FAULT = Fault("none")
@@ -94,9 +112,12 @@ class DevOpsStandIn:
     org: str = "contoso"
     runs: list[StartedRun] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    get_faults: FaultPlan = no_faults
+    injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.post_count = 0
+        self.get_count = 0
         self._lock = threading.Lock()
         self._next_id = 1000
         self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
@@ -109,7 +130,7 @@ class DevOpsStandIn:
         class Handler(_Handler):
             owner = standin
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = QuietServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.request_queue_size = 1024
         server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
@@ -142,7 +163,7 @@ class DevOpsStandIn:
         ref = (((body.get("resources") or {}).get("repositories") or {}).get("self") or {}).get("refName")
         with self._lock:
             self._next_id += 1
-            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"  # DevOps: 7 digits
             run = StartedRun(self._next_id, created, org, project, pipeline_id, dict(params), ref, auth)
             self.runs.append(run)
         return run
@@ -159,6 +180,11 @@ class DevOpsStandIn:
     def runs_for(self, pipeline_id: int) -> list[StartedRun]:
         with self._lock:
             return [r for r in self.runs if r.pipeline_id == pipeline_id]
+
+    def count_fault(self, fault: Fault) -> None:
+        if fault.kind != "none":
+            with self._lock:
+                self.injected[fault.label] += 1
 
 
 class _Handler(StandInHandler):
@@ -178,6 +204,19 @@ class _Handler(StandInHandler):
             owner.requests.append(
                 {"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())}
             )
+            owner.get_count += 1
+            number = owner.get_count
+        fault = owner.get_faults(number)
+        owner.count_fault(fault)
+        if fault.kind == "slow":
+            time.sleep(fault.delay)
+        if fault.kind == "reset":
+            self._reset()
+            return
+        if fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
+            return
         if not owner._authorised(self.headers.get("Authorization", "")):
             self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
             return
@@ -204,20 +243,11 @@ class _Handler(StandInHandler):
             owner.post_count += 1
             number = owner.post_count
         fault = owner.faults(number)
+        owner.count_fault(fault)
         if owner.latency:
             time.sleep(owner.latency)
-        if fault.kind == "reset":
-            self._reset()
+        if not fault.after_create and self._fault_answered(fault):
             return
-        if fault.kind == "status":
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
-            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
-            return
-        if fault.kind == "signin":
-            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
-            return
-        if fault.kind == "slow" and not fault.after_create:
-            time.sleep(fault.delay)
         match = _RUNS_PATH.match(path)
         if match is None or "api-version=7.1" not in query:
             self._json(404, {"message": f"no route for {path}?{query}"})
@@ -240,6 +270,22 @@ class _Handler(StandInHandler):
             })  # fmt: skip
             return
         run = owner._start_run(match["org"], match["project"], pipeline_id, body, self.headers.get("Authorization", ""))
-        if fault.kind == "slow" and fault.after_create:
-            time.sleep(fault.delay)
+        if fault.after_create and self._fault_answered(fault):
+            return
         self._json(200, owner.run_json(run))
+
+    def _fault_answered(self, fault: Fault) -> bool:
+        """Apply ``fault``; True when it answered (or dropped) the request itself."""
+        if fault.kind == "reset":
+            self._reset()
+            return True
+        if fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
+            return True
+        if fault.kind == "signin":
+            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+            return True
+        if fault.kind == "slow":
+            time.sleep(fault.delay)  # the caller may be gone by now: it answers anyway (or fails to)
+        return False
