@@ -72,6 +72,7 @@ class HostStats:
     poisoned_by_host: int = 0
     storage_errors: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    dequeue_counts: Counter[int] = field(default_factory=Counter)  # of the invocations
 
 
 class FunctionsQueueHost:
@@ -196,6 +197,7 @@ class FunctionsQueueHost:
         renewal = _VisibilityRenewal(queue, message, self.dequeue_visibility)
         with self._lock:
             self.stats.invocations += 1
+            self.stats.dequeue_counts[message.dequeue_count or 0] += 1
         try:
             self._function(FunctionsQueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
                                                  pop_receipt=renewal.pop_receipt))

@@ -33,6 +33,7 @@ class Figures:
     runs: int = 0
     poisons: int = 0
     sender_gave_up: int = 0
+    delivery_ids: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -90,6 +91,7 @@ def account(harness: RelayHarness, deliveries: list[Delivery], figures: Figures)
     lines = _poison_lines(harness)
     expected = {key: d for d in deliveries for key in d.keys}
     figures.events, figures.keys = len(deliveries), len(expected)
+    figures.delivery_ids = [d.delivery_id for d in deliveries]
     for (delivery_id, pipeline), delivery in expected.items():
         rule = RULES[pipeline]
         kind = ending(runs[(delivery_id, pipeline)], poisons[f"{delivery_id}:{rule}"],
