@@ -4,8 +4,9 @@ One entry per (delivery id, rule), so each starts one run at most. An attempt *c
 entry before it starts a run; every later write of that attempt is conditional on its claim
 (``Claim.etag``), so a holder that lost the entry cannot overwrite its successor. A repeat
 finds the entry: started → the original run; refused → the same refusal; queued → the retry
-queue owns it; claimed and within the lease → another attempt is in flight. A claim older
-than its lease, a released or a poisoned entry may be taken over; a takeover is never
+queue owns it; poisoned → the queue gave up (an operator may reopen it); claimed and within
+the lease → another attempt is in flight. A claim older than its lease or a released entry
+may be taken over; a takeover is never
 ``fresh``, so the new holder first looks for a run its predecessor may have started.
 """
 
@@ -21,9 +22,10 @@ from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, 
 from webhook.routing import PipelineRunRequest
 
 # What each path may take over (besides a claim past its lease, and an entry past retention).
-# The retry worker never takes a poisoned entry: the host may deliver a ticket again after the
-# worker gave up on it, and that copy must not start the run (or park it) a second time.
-_HTTP_MAY_TAKE = frozenset({EntryState.RELEASED, EntryState.POISONED})
+# Neither takes a poisoned entry: it ended as a poison message and an ERROR line saying the
+# model was NOT deployed, and a ticket the host delivers again, or a sender re-sending the
+# event for another rule's sake, must not start it after all. An operator replays it (reopen).
+_HTTP_MAY_TAKE = frozenset({EntryState.RELEASED})
 _RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED})
 
 

@@ -4,9 +4,11 @@ A message is a ``RetryTicket``: it names a ledger entry, and the verified reques
 from there. The worker claims the entry like any attempt (fenced), looks for a run an earlier
 attempt may have started, then starts it. DevOps still unavailable → a new ticket with a
 longer delay; the last attempt, a refusal or an unreadable message → the poison queue with an
-ERROR line naming the model version. A live claim held by another attempt is waited for
-(the ticket comes back after the lease), never taken for a duplicate. Correct when the host
-runs it twice: a repeat finds the entry started, or claims and looks before posting.
+ERROR line naming the model version (a last attempt that may have started the run is followed
+by a few more that look for it first, so "NOT deployed" is not said of a run that exists). A
+live claim held by another attempt is waited for (the ticket comes back after the lease), never
+taken for a duplicate. Correct when the host runs it twice: a repeat finds the entry started,
+or claims and looks before posting.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from relay.ports import (
 from relay.run_attempt import attempt_run, record
 
 QUEUE_MAX_DELAY_SECONDS = 3600.0
+# Attempts beyond RETRY_MAX_ATTEMPTS while the last one was ambiguous (a run may exist).
+AMBIGUOUS_EXTRA_ATTEMPTS = 3
 
 
 def queue_backoff(
@@ -108,8 +112,13 @@ class RetryWorker:
             return self._give_up(ticket, outcome.claim, outcome.detail, already_recorded=True)
         if outcome.error is None:
             return outcome.status
-        if attempt >= self._max_attempts:
+        # An ambiguous last attempt may have started the run: parking it now would say "NOT
+        # deployed" about a run that exists. A few more attempts look for it first (non-fresh).
+        allowed = self._max_attempts + (AMBIGUOUS_EXTRA_ATTEMPTS if outcome.error.ambiguous else 0)
+        if attempt >= allowed:
             reason = f"still unavailable after {attempt} attempts: {outcome.error.detail}"
+            if outcome.error.ambiguous:
+                reason += " (the last answers were lost: a run may exist; check the pipeline's runs)"
             return self._give_up(ticket, outcome.claim, reason)
         delay = queue_backoff(attempt, outcome.error.server_retry_after, base=self._base_delay)
         self._queue.enqueue(RetryTicket.for_request(claim.request, attempt=attempt + 1,

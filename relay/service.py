@@ -163,6 +163,11 @@ class RelayService:
         if entry.state is EntryState.QUEUED:
             log_decision("queued", ids, detail="the retry queue holds this delivery")
             return RunOutcome(request, "queued")
+        if entry.state is EntryState.POISONED:
+            # The queue gave up (poison message, ERROR line): a repeat must not start it after all.
+            detail = f"the retry queue gave up on this run; an operator can replay it: {entry.detail}"
+            log_decision("refused", ids, level=logging.WARNING, detail=detail)
+            return RunOutcome(request, "refused", detail=detail)
         left = max(1, int(entry.claimed_at + self._ledger.lease - self._clock()) + 1)
         log_decision("in_progress", ids, level=logging.WARNING, detail=f"held by another attempt for up to {left} s")
         return RunOutcome(request, "in_progress", retry_after=left)

@@ -113,6 +113,7 @@ class DevOpsStandIn:
     runs: list[StartedRun] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     get_faults: FaultPlan = no_faults
+    down_pipelines: set[int] = field(default_factory=set)  # POSTs to these answer 503
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -243,6 +244,9 @@ class _Handler(StandInHandler):
             owner.post_count += 1
             number = owner.post_count
         fault = owner.faults(number)
+        target = _RUNS_PATH.match(path)
+        if target and int(target["pipeline"]) in owner.down_pipelines:
+            fault = Fault("status", 503)
         owner.count_fault(fault)
         if owner.latency:
             time.sleep(owner.latency)

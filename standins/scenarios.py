@@ -89,6 +89,19 @@ def ambiguous_devops_failure(harness: RelayHarness, kind: str, *, listing_fails:
     return _finish(harness, [delivery], figures, started)
 
 
+def ambiguous_last_attempt(harness: RelayHarness) -> Figures:
+    """The queue's last attempt creates the run and then gets no answer: the relay must look
+    for the run before it says "NOT deployed". Use a harness with ``max_attempts=1``."""
+    figures, started = Figures("last queue attempt ambiguous"), time.monotonic()
+    harness.standin.faults = lambda _: DOWN
+    delivery = mlflow_delivery()
+    figures.record(harness.send(delivery))
+    hang = Fault("slow", delay=harness.lease + 2, after_create=True)
+    after = harness.standin.post_count
+    harness.standin.faults = lambda number: hang if number <= after + 2 else Fault("none")
+    return _finish(harness, [delivery], figures, started)
+
+
 def takeover_finds_the_started_run(harness: RelayHarness) -> Figures:
     """The holder's run is created, then DevOps hangs past the lease; nothing can be queued or
     released, so the claim just expires. The sender's repeat takes it over and must find the

@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import pytest
 
-from standins.harness import RelayHarness, mlflow_delivery
+from standins.harness import Delivery, RelayHarness, mlflow_delivery
 from standins.outcomes import Figures, format_table
 from standins.scenarios import (
     AMBIGUOUS,
     ambiguous_devops_failure,
+    ambiguous_last_attempt,
     concurrent_copies,
     host_gives_up,
     poisoned_then_delivered_again,
@@ -26,6 +27,7 @@ from standins.scenarios import (
     stale_holder_is_fenced,
     takeover_finds_the_started_run,
 )
+from standins.storage_faults import WriteFault, queue_send
 from standins.timescale import TimeScale
 
 pytestmark = pytest.mark.azurite
@@ -115,6 +117,16 @@ class TestHostRedelivery:
         assert figures.faults["host lost a completed result"] >= 2
         assert relay.standin.runs == [] and len(messages(relay, "done")) >= 2
 
+    def test_a_repeat_after_the_queue_gave_up_does_not_start_it_after_all(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness(max_attempts=1)
+        figures = poisoned_then_delivered_again(relay)
+        posts = sum(posts_per_pipeline(relay).values())
+        again = relay.post(mlflow_delivery_like(relay, figures))
+        assert again.status == 424 and "gave up" in again.body["detail"], again.body
+        assert sum(posts_per_pipeline(relay).values()) == posts and relay.standin.runs == []
+
     def test_after_max_dequeue_count_the_host_moves_the_original_message_to_poison(
         self, harness: Callable[..., RelayHarness]
     ) -> None:
@@ -153,6 +165,16 @@ class TestAmbiguousDevOpsFailures:
         found = messages(relay, "duplicate")
         assert len(found) == 2 and all("found the run an earlier attempt started" in m for m in found)
 
+    def test_an_ambiguous_last_queue_attempt_is_checked_before_it_is_parked(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness(max_attempts=1)
+        figures = ambiguous_last_attempt(relay)
+        exactly_once(figures, ONE_RUN_EACH)
+        assert relay.poison_messages() == [] and not messages(relay, "poisoned")
+        found = messages(relay, "duplicate")
+        assert len(found) == 2 and all("retry queue, attempt 2: found the run" in m for m in found)
+
     def test_taking_over_an_expired_claim_finds_the_holders_run(self, harness: Callable[..., RelayHarness]) -> None:
         relay = harness()
         figures = takeover_finds_the_started_run(relay)
@@ -188,6 +210,22 @@ class TestAmbiguousDevOpsFailures:
 class TestRefusal:
     """A permanent refusal answers 424 (not retried by MLflow) and is remembered."""
 
+    def test_a_rule_that_needs_a_retry_is_not_hidden_behind_another_rules_refusal(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness()
+        relay.standin.declared_parameters[14] = frozenset({"model_name"})  # champion-audit refuses
+        relay.standin.down_pipelines.add(13)  # champion-deploy: DevOps down ...
+        relay.storage.add(WriteFault("retry ticket send fails (500)", queue_send("relay-retry")))  # ... unqueued
+        delivery = mlflow_delivery()
+        first = relay.post(delivery)
+        assert first.status == 503 and first.body["pending"] == ["champion-deploy"], first.body
+        relay.standin.down_pipelines.clear()
+        second = relay.post(delivery)  # the sender's retry
+        assert second.status == 424 and [r["rule"] for r in second.body["runs"]] == ["champion-deploy"]
+        assert [r.pipeline_id for r in relay.standin.runs] == [13]
+        assert posts_per_pipeline(relay)[14] == 1, "the refused run is not posted again"
+
     def test_refusal_answers_424_and_a_repeat_does_not_post_again(self, harness: Callable[..., RelayHarness]) -> None:
         relay = harness()
         relay.standin.declared_parameters[14] = frozenset({"model_name"})  # the audit pipeline refuses
@@ -202,3 +240,10 @@ class TestRefusal:
         assert [r.pipeline_id for r in relay.standin.runs] == [13]
         assert len(messages(relay, "refused", logging.ERROR)) == 1
 
+
+
+def mlflow_delivery_like(relay: RelayHarness, figures: Figures) -> Delivery:
+    """The scenario's delivery again, as MLflow re-sends it (same id and body, signed anew)."""
+    [delivery_id] = figures.delivery_ids
+    version = next(r.relay_version for r in relay.logs.decisions("verified"))
+    return mlflow_delivery(version=int(version), delivery_id=delivery_id)
