@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from relay.decisions import log_decision
 from relay.ports import (
     Claim,
+    ClaimLost,
     Deadline,
     DeliveryLedger,
     DependencyUnavailable,
@@ -150,13 +151,33 @@ class RetryWorker:
         return "deferred"
 
     def _give_up(self, ticket: RetryTicket, claim: Claim | None, reason: str, *, already_recorded: bool = False) -> str:
-        """Park the run for an operator: poison message first, then the ledger, then ERROR."""
-        self._poison.poison(ticket, reason=reason)
-        ids = _ticket_ids(ticket)
-        if claim is not None:
-            ids = claim.request.correlation
-            if not already_recorded:
-                record(self._ledger, claim, EntryState.POISONED, ids, detail=reason)
+        """Park the run for an operator: the ledger (fenced) first, then the poison message, then ERROR.
+
+        Only the holder of the claim parks it, and the ledger says "poisoned" before the message
+        is sent, so neither a ticket delivered again nor a repeat starts the run after the ERROR
+        line said it was not deployed, and only one poison message is written. If the message
+        cannot be sent, the entry goes back to "queued" and the host delivers the ticket again.
+
+        Raises:
+            DependencyUnavailable: the ledger or the poison queue could not be written.
+        """
+        ids = claim.request.correlation if claim is not None else _ticket_ids(ticket)
+        parked = None
+        if claim is not None and not already_recorded:
+            try:
+                parked = self._ledger.record(claim, EntryState.POISONED, detail=reason)
+            except ClaimLost:
+                log_decision("claim_lost", ids, level=logging.WARNING,
+                             detail="another attempt holds this delivery now; not parking it")
+                return "claim_lost"
+        try:
+            self._poison.poison(ticket, reason=reason)
+        except DependencyUnavailable as exc:
+            if parked is not None and record(self._ledger, parked, EntryState.QUEUED, ids, detail=reason) is None:
+                log_decision("poisoned", ids, level=logging.ERROR,
+                             detail=f"{_not_deployed(ticket)}: {reason}; the poison message could not be written "
+                                    f"({exc.detail})")
+            raise
         log_decision("poisoned", ids, level=logging.ERROR, detail=f"{_not_deployed(ticket)}: {reason}")
         return "poisoned"
 

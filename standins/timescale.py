@@ -70,6 +70,12 @@ class TimeScale:
         """A duration of the real host or relay, on this clock."""
         return real_seconds * self.factor
 
+    def longest_deadline(self) -> float:
+        """The longest ``DEVOPS_DEADLINE_SECONDS`` whose lease still fits the compressed visibilityTimeout."""
+        visibility = parse_timespan(self.host_json()["extensions"]["queues"]["visibilityTimeout"])
+        fixed = self.fixed_durations()
+        return visibility - 2 * fixed.storage_call - fixed.clock_slack
+
     def host_json(self, original: Path = REPO_HOST_JSON) -> dict[str, Any]:
         """``original`` host.json with its queue and function timeouts compressed."""
         document: dict[str, Any] = json.loads(original.read_text(encoding="utf-8"))

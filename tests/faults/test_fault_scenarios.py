@@ -87,9 +87,7 @@ class TestHostRedelivery:
     def test_redelivery_after_the_retry_function_raised_starts_the_run(
         self, harness: Callable[..., RelayHarness]
     ) -> None:
-        fixed = TimeScale().fixed_durations()
-        longest = 6.0 - 2 * fixed.storage_call - fixed.clock_slack  # visibilityTimeout 60 s x 0.1
-        relay = harness(deadline=round(longest - 0.05, 2))  # the longest lease the relay accepts
+        relay = harness(deadline=round(TimeScale().longest_deadline() - 0.05, 2))  # the longest lease accepted
         assert relay.visibility_timeout - 0.2 < relay.lease <= relay.visibility_timeout
         figures = retry_function_fails_once(relay)
         exactly_once(figures, ONE_RUN_EACH)
@@ -101,11 +99,12 @@ class TestHostRedelivery:
     def test_a_deadline_whose_lease_outlasts_the_visibility_timeout_is_refused(
         self, harness: Callable[..., RelayHarness]
     ) -> None:
-        relay = harness(deadline=3.2)
+        too_long = round(TimeScale().longest_deadline() + 0.1, 2)
+        relay = harness(deadline=too_long)
         answer = relay.post(mlflow_delivery())
         assert answer.status == 500 and answer.body["error_id"], answer.body
         [line] = messages(relay, "misconfigured")
-        assert "DEVOPS_DEADLINE_SECONDS=3.2" in line and "visibilityTimeout" in line
+        assert f"DEVOPS_DEADLINE_SECONDS={too_long:g}" in line and "visibilityTimeout" in line
         assert relay.standin.requests == []
 
     def test_a_ticket_delivered_again_after_the_queue_gave_up_parks_it_once(
