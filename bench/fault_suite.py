@@ -58,6 +58,7 @@ def named_scenarios() -> list[Scenario]:
         ("fencing", {}, lambda h: _first(scenarios.stale_holder_is_fenced(h))),
         ("copies", {}, scenarios.concurrent_copies),
         ("poison-again", {"max_attempts": 1, "lose_result": 1.0}, scenarios.poisoned_then_delivered_again),
+        ("poison-send", {"max_attempts": 1}, scenarios.poison_send_fails_once),
         ("host-poison", {}, scenarios.host_gives_up),
     ]
     return rows

@@ -143,7 +143,7 @@ class FunctionsQueueHost:
         """Until the queue holds no message and no function runs; False when ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.in_flight == 0 and self.pending() == 0 and self.in_flight == 0:
+            if self.in_flight == 0 and self.pending() == 0:  # a received message still counts as pending
                 return True
             time.sleep(0.1)
         return False

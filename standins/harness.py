@@ -7,6 +7,10 @@ of the Functions queue extension (``standins.functions_queue``) on the real Azur
 relay's storage goes through a fault-injecting proxy (``standins.storage_faults``), Azure DevOps
 is the TLS stand-in (``standins.devops``), and time is compressed as ``standins.timescale``
 states. Senders behave like MLflow: they re-send on 429/5xx, honouring Retry-After.
+
+The relay is built in this process (``current_relay``), so the harness changes process-wide
+state while it is entered: the relay's settings in ``os.environ``, ``AzureWebJobsScriptRoot``,
+the fixed durations in force, and a handler on the ``relay`` logger; all are restored on exit.
 """
 
 from __future__ import annotations
@@ -227,7 +231,12 @@ class RelayHarness:
 
     def send(self, delivery: Delivery, *, tries: int = 10, post: Callable[[Delivery], Answer] | None = None,
              ) -> list[Answer]:
-        """Send like MLflow: re-send on 429/5xx after Retry-After (at most the visibility timeout)."""
+        """Send like MLflow: re-send on 429/5xx after Retry-After (at most the visibility timeout).
+
+        MLflow gives up after 3 retries; these senders try ``tries`` times, because a 503 with
+        Retry-After is the relay saying "retry", and the property is about the relay, not about
+        a sender's patience. A sender left with a 5xx is counted (``Figures.sender_gave_up``).
+        """
         post = post or self.post
         answers = [post(delivery)]
         while answers[-1].status in SENDER_RETRIED and len(answers) < tries:

@@ -177,6 +177,17 @@ def poisoned_then_delivered_again(harness: RelayHarness) -> Figures:
     return _finish(harness, [delivery], figures, started)
 
 
+def poison_send_fails_once(harness: RelayHarness) -> Figures:
+    """The queue gives up, but the poison message cannot be written: the entry goes back to
+    "queued", the host delivers the ticket again, and it is parked once. Use ``max_attempts=1``."""
+    figures, started = Figures("poison message cannot be written once"), time.monotonic()
+    harness.standin.faults = lambda _: DOWN
+    harness.storage.add(WriteFault("poison message send fails (500)", queue_send("relay-retry-poison"), count=2))
+    delivery = mlflow_delivery(version=43)
+    figures.record(harness.send(delivery))
+    return _finish(harness, [delivery], figures, started)
+
+
 def wait_until(condition: Callable[[], bool], *, timeout: float) -> None:
     """Poll ``condition``. Raises ``TimeoutError`` when it stays false for ``timeout`` s."""
     deadline = time.monotonic() + timeout

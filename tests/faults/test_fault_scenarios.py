@@ -21,6 +21,7 @@ from standins.scenarios import (
     ambiguous_last_attempt,
     concurrent_copies,
     host_gives_up,
+    poison_send_fails_once,
     poisoned_then_delivered_again,
     queued_write_fails,
     retry_function_fails_once,
@@ -125,6 +126,16 @@ class TestHostRedelivery:
         again = relay.post(mlflow_delivery_like(relay, figures))
         assert again.status == 424 and "gave up" in again.body["detail"], again.body
         assert sum(posts_per_pipeline(relay).values()) == posts and relay.standin.runs == []
+
+    def test_a_poison_message_that_cannot_be_written_is_written_once_on_redelivery(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness(max_attempts=1)
+        figures = poison_send_fails_once(relay)
+        exactly_once(figures, ONE_POISON_EACH)
+        assert figures.faults["poison message send fails (500)"] == 2
+        assert relay.host is not None and relay.host.stats.failed == 2 and relay.standin.runs == []
+        assert len(messages(relay, "poisoned", logging.ERROR)) == 2  # one per rule, once it was written
 
     def test_after_max_dequeue_count_the_host_moves_the_original_message_to_poison(
         self, harness: Callable[..., RelayHarness]
