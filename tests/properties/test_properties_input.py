@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devops.client import DryRunStarter
-from relay.ledger import InMemoryLedger
+from relay.ledger import InMemoryLedger, LedgerTiming
 from relay.secrets import EnvironmentSecretSource, RelaySecrets
 from relay.service import RelayService
 from webhook.delivery import MAX_BODY_BYTES
@@ -43,8 +43,9 @@ def service() -> RelayService:
     source = EnvironmentSecretSource({"WEBHOOK_SECRET": SECRET, "DEVOPS_PAT": "pat"})
     secrets = RelaySecrets(source, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT", ttl=300)
     rules = parse_rules(RULES)
-    return RelayService(secrets=secrets, rules=lambda: rules, starter=DryRunStarter(), ledger=InMemoryLedger(),
-                        default_project="MLOps", max_age=600)  # fmt: skip
+    return RelayService(secrets=secrets, rules=lambda: rules, starter=DryRunStarter(),
+                        ledger=InMemoryLedger(LedgerTiming(lease=60)), default_project="MLOps", max_age=600,
+                        deadline=20)
 
 
 def handle(headers: dict[str, str], body: bytes, method: str = "POST") -> int:
