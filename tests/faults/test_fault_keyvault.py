@@ -33,7 +33,7 @@ def vault_relay(harness: Callable[..., RelayHarness], identity: IdentityStandIn,
     tls = make_loopback_tls(tmp_path_factory.mktemp("vault-tls"))
     vault = KeyVaultStandIn(tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET,
                                                     "devops-pat": DEVOPS_PAT}).start()
-    relay = harness(settings={"KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
+    relay = harness(deadline=3.0, settings={"KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
                               "IDENTITY_HEADER": IDENTITY_HEADER, "REQUESTS_CA_BUNDLE": str(tls.ca_file)})
     yield relay, vault
     vault.stop()

@@ -140,7 +140,7 @@ class TestHostRedelivery:
     def test_after_max_dequeue_count_the_host_moves_the_original_message_to_poison(
         self, harness: Callable[..., RelayHarness]
     ) -> None:
-        relay = harness()
+        relay = harness(scale=TimeScale(0.05), deadline=0.5)  # five deliveries, four visibility timeouts
         figures = host_gives_up(relay)
         exactly_once(figures, ONE_POISON_EACH)
         assert relay.host is not None and relay.host.stats.poisoned_by_host == 2
