@@ -59,6 +59,7 @@ def named_scenarios() -> list[Scenario]:
         ("copies", {}, scenarios.concurrent_copies),
         ("poison-again", {"max_attempts": 1, "lose_result": 1.0}, scenarios.poisoned_then_delivered_again),
         ("poison-send", {"max_attempts": 1}, scenarios.poison_send_fails_once),
+        ("parking-lost", {"max_attempts": 1}, scenarios.parking_write_answer_lost),
         ("host-poison", {}, scenarios.host_gives_up),
     ]
     return rows
@@ -113,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(format_table(rows))
+    for row in rows:
+        for key, lines in row.stories.items():
+            print(f"\n[{row.scenario}] what the relay logged about {key}:")
+            print("\n".join(f"  {line}" for line in lines))
     print()
     print(totals(rows))
     print(f"\nAzurite tables+queues behind the fault proxy, TLS DevOps stand-in, queue host stand-in, registered "

@@ -27,6 +27,9 @@ from webhook.routing import PipelineRunRequest
 # event for another rule's sake, must not start it after all. An operator replays it (reopen).
 _HTTP_MAY_TAKE = frozenset({EntryState.RELEASED})
 _RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED})
+# The detail of a poisoned entry whose poison message is not known to be out yet: once its
+# holder's lease is over, the retry worker may take it, only to send that message.
+PARKING = "parking: "
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,17 @@ class LedgerTiming:
         """Whether a new attempt may claim ``entry``; only the retry worker takes queued ones."""
         if self.expired(entry, now):
             return True
-        if entry.state is EntryState.CLAIMED:
+        if entry.state is EntryState.CLAIMED or (by_retry and parking(entry)):
             return now - entry.claimed_at >= self.lease
         return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
 
     def lease_left(self, entry: LedgerEntry, now: float) -> float:
         return max(0.0, entry.claimed_at + self.lease - now)
+
+
+def parking(entry: LedgerEntry) -> bool:
+    """Recorded "poisoned", but its poison message may not have been written."""
+    return entry.state is EntryState.POISONED and entry.detail.startswith(PARKING)
 
 
 def claimed_entry(request: PipelineRunRequest, now: float, previous: LedgerEntry | None, *, fresh: bool) -> LedgerEntry:
@@ -131,6 +139,8 @@ class InMemoryLedger:
     def reopen(self, key: str, *, by: str) -> LedgerEntry:
         """Release a refused or poisoned entry on an operator's word. Raises ``KeyError``."""
         with self._lock:
-            entry = replace(self._entries[key][0], state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by)
+            previous = self._entries[key][0]
+            entry = replace(previous, state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by,
+                            detail=previous.detail.removeprefix(PARKING))  # a replay starts afresh
             self._write(entry)
             return entry

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from relay.decisions import log_decision
+from relay.ledger import PARKING
 from relay.ports import (
     Claim,
     ClaimLost,
@@ -31,6 +32,7 @@ from relay.ports import (
     PoisonQueue,
     RetryQueue,
     RetryTicket,
+    StorageUnavailable,
 )
 from relay.run_attempt import attempt_run, record
 
@@ -105,6 +107,8 @@ class RetryWorker:
         if result.claim is None:
             return self._not_ours(ticket, result.entry)
         claim = result.claim
+        if result.entry.detail.startswith(PARKING):  # parked by an attempt that did not finish
+            return self._give_up(ticket, claim, result.entry.detail.removeprefix(PARKING))
         attempt = claim.attempts + 1
         deadline = Deadline.after(self._deadline)
         outcome = attempt_run(claim, starter=self._starter, ledger=self._ledger, deadline=deadline,
@@ -155,29 +159,29 @@ class RetryWorker:
 
         Only the holder of the claim parks it, and the ledger says "poisoned" before the message
         is sent, so neither a ticket delivered again nor a repeat starts the run after the ERROR
-        line said it was not deployed, and only one poison message is written. If the message
-        cannot be sent, the entry goes back to "queued" and the host delivers the ticket again.
+        line said it was not deployed. Until the message is known to be out the entry says
+        "parking"; if this attempt fails or dies meanwhile, a later ticket finishes the job
+        once its lease is over (``_process``).
 
         Raises:
             DependencyUnavailable: the ledger or the poison queue could not be written.
         """
         ids = claim.request.correlation if claim is not None else _ticket_ids(ticket)
-        parked = None
         if claim is not None and not already_recorded:
             try:
-                parked = self._ledger.record(claim, EntryState.POISONED, detail=reason)
+                claim = self._ledger.record(claim, EntryState.POISONED, detail=PARKING + reason)
             except ClaimLost:
-                log_decision("claim_lost", ids, level=logging.WARNING,
-                             detail="another attempt holds this delivery now; not parking it")
-                return "claim_lost"
-        try:
-            self._poison.poison(ticket, reason=reason)
-        except DependencyUnavailable as exc:
-            if parked is not None and record(self._ledger, parked, EntryState.QUEUED, ids, detail=reason) is None:
-                log_decision("poisoned", ids, level=logging.ERROR,
-                             detail=f"{_not_deployed(ticket)}: {reason}; the poison message could not be written "
-                                    f"({exc.detail})")
-            raise
+                # Another attempt took it, or our own write landed and only its answer was lost
+                # (the SDK's retry then meets our new ETag): a later delivery can tell which.
+                raise StorageUnavailable(f"parking delivery {claim.key!r}: the ledger moved on meanwhile",
+                                         retry_after=10) from None
+        self._poison.poison(ticket, reason=reason)
+        # The message is out: say so, trying twice (an entry left "parking" costs a second poison
+        # message only if a later ticket comes for it).
+        if claim is not None and not already_recorded:
+            for _ in range(2):
+                if record(self._ledger, claim, EntryState.POISONED, ids, detail=reason) is not None:
+                    break
         log_decision("poisoned", ids, level=logging.ERROR, detail=f"{_not_deployed(ticket)}: {reason}")
         return "poisoned"
 

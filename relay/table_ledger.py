@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from relay.ledger import LedgerTiming, claimed_entry
+from relay.ledger import PARKING, LedgerTiming, claimed_entry
 from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun, StorageUnavailable
 from relay.storage_clients import storage_errors
 from webhook.routing import PipelineRunRequest
@@ -185,10 +185,12 @@ class TableLedger:
 
         pk, rk = table_keys(key)
         with storage_errors("delivery ledger"):
-            if self._read(key) is None:
+            found = self._read(key)
+            if found is None:
                 raise KeyError(key)
             change = {"PartitionKey": pk, "RowKey": rk, "state": EntryState.RELEASED.value,
-                      "updated_at": self._clock(), "forced_by": by}
+                      "updated_at": self._clock(), "forced_by": by,
+                      "detail": found[0].detail.removeprefix(PARKING)}  # a replay starts afresh
             self._client().update_entity(change, mode=UpdateMode.MERGE)
             found = self._read(key)
         assert found is not None

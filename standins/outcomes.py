@@ -34,6 +34,7 @@ class Figures:
     poisons: int = 0
     sender_gave_up: int = 0
     delivery_ids: list[str] = field(default_factory=list)
+    stories: dict[str, list[str]] = field(default_factory=dict)  # the log of each event x rule that went wrong
     wall_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -99,6 +100,7 @@ def account(harness: RelayHarness, deliveries: list[Delivery], figures: Figures)
         figures.endings[kind] += 1
         if kind in BAD_KINDS:
             figures.notes.append(f"{kind}: delivery {delivery_id} rule {rule}")
+            figures.stories[f"{delivery_id} {rule}"] = story(harness, delivery_id, rule)
     figures.runs = sum(runs.values())
     figures.poisons = sum(poisons.values())
     figures.notes.extend(f"unexpected run {key}" for key in runs if key not in expected)
@@ -111,6 +113,15 @@ def account(harness: RelayHarness, deliveries: list[Delivery], figures: Figures)
         figures.notes.append(f"queue host: {stats.invocations} invocations, {stats.failed} raised, "
                              f"{stats.poisoned_by_host} moved to poison by the host")
     return figures
+
+
+def story(harness: RelayHarness, delivery_id: str, rule: str, *, limit: int = 60) -> list[str]:
+    """The relay's log lines about one delivery's ``rule`` (and the delivery as a whole), in order."""
+    records = [r for r in harness.logs.records if delivery_id in r.getMessage()]
+    start = records[0].created if records else 0.0
+    lines = [f"{r.created - start:7.2f} {r.threadName[:20]:20} {r.levelname:7} {r.getMessage()[:300]}"
+             for r in records if f"rule={rule}" in r.getMessage() or "rule=" not in r.getMessage()]
+    return lines[:limit]
 
 
 def format_table(rows: list[Figures]) -> str:

@@ -188,6 +188,19 @@ def poison_send_fails_once(harness: RelayHarness) -> Figures:
     return _finish(harness, [delivery], figures, started)
 
 
+def parking_write_answer_lost(harness: RelayHarness) -> Figures:
+    """The queue gives up; its write recording "poisoned" lands but the answer is a 500, so the
+    function raises and the host delivers the ticket again: the poison message is written once,
+    by that redelivery. Use ``max_attempts=1``."""
+    figures, started = Figures("'poisoned' written, answer lost"), time.monotonic()
+    harness.standin.faults = lambda _: DOWN
+    harness.storage.add(WriteFault("'poisoned' applied, answer 500", table_write("poisoned"),
+                                   action="applied_then_error", count=2))
+    delivery = mlflow_delivery(version=44)
+    figures.record(harness.send(delivery))
+    return _finish(harness, [delivery], figures, started)
+
+
 def wait_until(condition: Callable[[], bool], *, timeout: float) -> None:
     """Poll ``condition``. Raises ``TimeoutError`` when it stays false for ``timeout`` s."""
     deadline = time.monotonic() + timeout

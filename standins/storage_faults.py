@@ -9,7 +9,9 @@ does to a caller, at the HTTP level, so the real SDKs (and their retry policies)
   reset before it reaches Azurite, applied and then answered with an error or a reset (the
   caller cannot tell whether it happened), or held for a while and then applied (a slow
   answer). An SDK retry of a request repeats its method, path, If-Match and body within the
-  retry window, so it meets the same fault: "the write fails" means all its attempts fail.
+  retry window, so it meets the same fault: "the write fails" means all its attempts fail;
+  after an applied write whose answer was lost, the retry reaches storage (and gets 409/412,
+  or, for a queue message, sends it twice).
 * ``Outage``: a time window in which the services refuse connections (reset) or answer 503
   ``ServerBusy``.
 
@@ -221,6 +223,8 @@ class StorageFaultProxy:
             if earlier is not None and now - earlier.seen_at <= self.retry_window:
                 earlier.seen_at = now
                 chosen = earlier.fault
+                if chosen is not None and chosen.action.startswith("applied_then"):
+                    chosen = None  # the answer was lost once; the SDK's retry reaches storage
             else:
                 chosen = next((f for f in self.faults if f.match(request) and f.fires()), None)
                 self._decisions[fingerprint] = _Decision(chosen, now)

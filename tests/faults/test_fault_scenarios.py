@@ -21,6 +21,7 @@ from standins.scenarios import (
     ambiguous_last_attempt,
     concurrent_copies,
     host_gives_up,
+    parking_write_answer_lost,
     poison_send_fails_once,
     poisoned_then_delivered_again,
     queued_write_fails,
@@ -136,6 +137,15 @@ class TestHostRedelivery:
         assert figures.faults["poison message send fails (500)"] == 2
         assert relay.host is not None and relay.host.stats.failed == 2 and relay.standin.runs == []
         assert len(messages(relay, "poisoned", logging.ERROR)) == 2  # one per rule, once it was written
+
+    def test_a_parking_write_whose_answer_was_lost_still_writes_one_poison_message(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness(max_attempts=1)
+        figures = parking_write_answer_lost(relay)
+        exactly_once(figures, ONE_POISON_EACH)
+        assert figures.faults["'poisoned' applied, answer 500"] == 2
+        assert relay.host is not None and relay.host.stats.failed == 2 and relay.standin.runs == []
 
     def test_after_max_dequeue_count_the_host_moves_the_original_message_to_poison(
         self, harness: Callable[..., RelayHarness]
