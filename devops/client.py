@@ -115,7 +115,8 @@ class AzureDevOpsClient:
                     attempt, request.delivery_id, request.rule, exc.reason)
         if attempt >= self._policy.max_attempts or wait >= deadline.remaining():
             raise DevOpsUnavailable(f"Azure DevOps unavailable after {attempt} attempt(s): {exc.reason}",
-                                    retry_after=max(30, int(exc.retry_after or 0)), ambiguous=maybe_created)
+                                    retry_after=max(30, int(exc.retry_after or 0)), ambiguous=maybe_created,
+                                    server_retry_after=exc.retry_after)
         self._sleep(wait)
 
     def _recheck(self, request: PipelineRunRequest, *, since: float, deadline: Deadline) -> PipelineRun | None:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from devops.responses import run_from_document
-from relay.budgets import CLOCK_SLACK_SECONDS
+from relay.budgets import fixed_durations
 from relay.ports import Deadline, DevOpsUnavailable, PipelineRun
 from webhook.routing import PipelineRunRequest
 
@@ -49,7 +49,7 @@ class StartedRunFinder:
         entries = listing.get("value") if isinstance(listing, dict) else None
         if not isinstance(entries, list):
             raise DevOpsUnavailable("checking for a started run: unexpected runs listing", ambiguous=True)
-        for run_id in candidates(entries, since=since - CLOCK_SLACK_SECONDS):
+        for run_id in candidates(entries, since=since - fixed_durations().clock_slack):
             run = self._call(f"{base}/{run_id}?api-version={self._api_version}", deadline, attempt_timeout)
             parameters = run.get("templateParameters") if isinstance(run, dict) else None
             if isinstance(parameters, dict) and request.delivery_id in parameters.values():

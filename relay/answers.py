@@ -74,10 +74,12 @@ def dry_run_answer(event: RegistryEvent, requests: list[PipelineRunRequest]) -> 
 
 
 # The worst outcome decides the answer: (status word, HTTP status, detail when none is given).
+# "Retry later" comes before a refusal: a rule that needs the sender's retry must get it, and a
+# refused rule answers the same refusal to that retry without posting again.
 _PRECEDENCE: tuple[tuple[str, int, str], ...] = (
-    ("refused", 424, "Azure DevOps refused the run"),
     ("unavailable", 503, "Azure DevOps is unavailable; retry later"),
     ("in_progress", 503, "another attempt holds this delivery right now; retry later"),
+    ("refused", 424, "Azure DevOps refused the run"),
     ("queued", 202, "Azure DevOps is unavailable; the run will be retried from the queue"),
     ("triggered", 200, ""),
     ("duplicate", 200, "already triggered by an earlier delivery"),

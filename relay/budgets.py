@@ -17,17 +17,55 @@ from typing import Any
 
 from webhook.errors import ConfigurationError
 
-# The storage and Key Vault SDKs' own retry policies, bounded so they fit inside the budgets.
-STORAGE_CONNECT_TIMEOUT = 2.0
-STORAGE_READ_TIMEOUT = 4.0
-STORAGE_RETRY_TOTAL = 1
-STORAGE_RETRY_BACKOFF = 0.2
-# Worst case of one storage call, its SDK retries included: (1 + retries) x (connect + read) + backoff.
-STORAGE_CALL_SECONDS = (1 + STORAGE_RETRY_TOTAL) * (STORAGE_CONNECT_TIMEOUT + STORAGE_READ_TIMEOUT) + (
-    STORAGE_RETRY_BACKOFF * STORAGE_RETRY_TOTAL
-)
-# Instances compare wall clocks (the claim's time against their own): allow for skew.
-CLOCK_SLACK_SECONDS = 5.0
+
+@dataclass(frozen=True)
+class FixedDurations:
+    """The durations no setting names: the storage SDKs' own timeouts and retries, and clock slack.
+
+    Production always uses the defaults. The loopback fault suite compresses them together
+    with host.json's queue timeouts (``standins/timescale.py``), so the relay's own arithmetic
+    (lease, checks, started-run window) runs unchanged on shorter, really enforced numbers.
+    """
+
+    storage_connect_timeout: float = 2.0
+    storage_read_timeout: float = 4.0
+    storage_retry_total: int = 1
+    storage_retry_backoff: float = 0.2
+    # Instances compare wall clocks (the claim's time against their own): allow for skew.
+    clock_slack: float = 5.0
+
+    @property
+    def storage_call(self) -> float:
+        """Worst case of one storage call, SDK retries included: (1 + retries) x (connect + read) + backoff."""
+        attempts = 1 + self.storage_retry_total
+        return attempts * (self.storage_connect_timeout + self.storage_read_timeout) + (
+            self.storage_retry_backoff * self.storage_retry_total
+        )
+
+    def storage_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for the storage SDK clients that enforce these bounds."""
+        return {"retry_total": self.storage_retry_total, "retry_backoff_factor": self.storage_retry_backoff,
+                "connection_timeout": self.storage_connect_timeout, "read_timeout": self.storage_read_timeout}
+
+
+_fixed = FixedDurations()
+
+
+def fixed_durations() -> FixedDurations:
+    """The fixed durations in force (read at use, never at import)."""
+    return _fixed
+
+
+def use_fixed_durations(durations: FixedDurations) -> FixedDurations:
+    """Put ``durations`` in force for clients and budgets built from now on; returns the previous ones.
+
+    Only the dev-only loopback harness calls this (time compression); see ``FixedDurations``.
+    """
+    global _fixed
+    previous, _fixed = _fixed, durations
+    return previous
+
+
 # A request that needs a secret waits at most this long for the vault (its answer is due within 2 s).
 SECRET_WAIT_SECONDS = 1.5
 # A failed vault read is remembered (answered 503 at once) for this long.
@@ -45,8 +83,9 @@ class TimeBudgets:
     visibility_timeout: float  # host.json queues.visibilityTimeout: the host's redelivery delay
 
     def describe(self) -> str:
+        fixed = fixed_durations()
         return (f"lease {self.lease:.1f} s = deadline {self.deadline:g} s + 2 storage calls x "
-                f"{STORAGE_CALL_SECONDS:g} s + {CLOCK_SLACK_SECONDS:g} s clock slack; "
+                f"{fixed.storage_call:g} s + {fixed.clock_slack:g} s clock slack; "
                 f"queue visibilityTimeout {self.visibility_timeout:g} s")
 
 
@@ -56,10 +95,11 @@ def derive_budgets(*, deadline: float, visibility_timeout: float) -> TimeBudgets
     Raises:
         ConfigurationError: the lease would outlast the visibility timeout.
     """
-    lease = deadline + 2 * STORAGE_CALL_SECONDS + CLOCK_SLACK_SECONDS
+    fixed = fixed_durations()
+    lease = deadline + 2 * fixed.storage_call + fixed.clock_slack
     budgets = TimeBudgets(deadline=deadline, lease=lease, visibility_timeout=visibility_timeout)
     if lease > visibility_timeout:
-        longest = visibility_timeout - 2 * STORAGE_CALL_SECONDS - CLOCK_SLACK_SECONDS
+        longest = visibility_timeout - 2 * fixed.storage_call - fixed.clock_slack
         raise ConfigurationError(
             f"setting DEVOPS_DEADLINE_SECONDS={deadline:g} makes the ledger lease {lease:.1f} s, longer than the "
             f"retry queue's visibilityTimeout ({visibility_timeout:g} s in host.json): lower the deadline to at "

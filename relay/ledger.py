@@ -4,8 +4,9 @@ One entry per (delivery id, rule), so each starts one run at most. An attempt *c
 entry before it starts a run; every later write of that attempt is conditional on its claim
 (``Claim.etag``), so a holder that lost the entry cannot overwrite its successor. A repeat
 finds the entry: started → the original run; refused → the same refusal; queued → the retry
-queue owns it; claimed and within the lease → another attempt is in flight. A claim older
-than its lease, a released or a poisoned entry may be taken over; a takeover is never
+queue owns it; poisoned → the queue gave up (an operator may reopen it); claimed and within
+the lease → another attempt is in flight. A claim older than its lease or a released entry
+may be taken over; a takeover is never
 ``fresh``, so the new holder first looks for a run its predecessor may have started.
 """
 
@@ -21,8 +22,14 @@ from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, 
 from webhook.routing import PipelineRunRequest
 
 # What each path may take over (besides a claim past its lease, and an entry past retention).
-_HTTP_MAY_TAKE = frozenset({EntryState.RELEASED, EntryState.POISONED})
-_RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED, EntryState.POISONED})
+# Neither takes a poisoned entry: it ended as a poison message and an ERROR line saying the
+# model was NOT deployed, and a ticket the host delivers again, or a sender re-sending the
+# event for another rule's sake, must not start it after all. An operator replays it (reopen).
+_HTTP_MAY_TAKE = frozenset({EntryState.RELEASED})
+_RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED})
+# The detail of a poisoned entry whose poison message is not known to be out yet: once its
+# holder's lease is over, the retry worker may take it, only to send that message.
+PARKING = "parking: "
 
 
 @dataclass(frozen=True)
@@ -40,12 +47,17 @@ class LedgerTiming:
         """Whether a new attempt may claim ``entry``; only the retry worker takes queued ones."""
         if self.expired(entry, now):
             return True
-        if entry.state is EntryState.CLAIMED:
+        if entry.state is EntryState.CLAIMED or (by_retry and parking(entry)):
             return now - entry.claimed_at >= self.lease
         return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
 
     def lease_left(self, entry: LedgerEntry, now: float) -> float:
         return max(0.0, entry.claimed_at + self.lease - now)
+
+
+def parking(entry: LedgerEntry) -> bool:
+    """Recorded "poisoned", but its poison message may not have been written."""
+    return entry.state is EntryState.POISONED and entry.detail.startswith(PARKING)
 
 
 def claimed_entry(request: PipelineRunRequest, now: float, previous: LedgerEntry | None, *, fresh: bool) -> LedgerEntry:
@@ -127,6 +139,8 @@ class InMemoryLedger:
     def reopen(self, key: str, *, by: str) -> LedgerEntry:
         """Release a refused or poisoned entry on an operator's word. Raises ``KeyError``."""
         with self._lock:
-            entry = replace(self._entries[key][0], state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by)
+            previous = self._entries[key][0]
+            entry = replace(previous, state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by,
+                            detail=previous.detail.removeprefix(PARKING))  # a replay starts afresh
             self._write(entry)
             return entry

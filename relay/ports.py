@@ -45,11 +45,16 @@ class DependencyUnavailable(RelayError):
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
-    def __init__(self, detail: str, *, retry_after: int = 30, ambiguous: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, retry_after: int = 30, ambiguous: bool = False, server_retry_after: float | None = None
+    ) -> None:
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after))
         # True when a run may have been created although no answer said so.
         self.ambiguous = ambiguous
+        # What the dependency itself asked for (its Retry-After), if anything: the retry queue
+        # honours this, not ``retry_after``, which is the relay's hint to the sender.
+        self.server_retry_after = server_retry_after
 
 
 class DevOpsUnavailable(DependencyUnavailable):
@@ -186,7 +191,7 @@ class DeliveryLedger(Protocol):
     def claim(self, request: PipelineRunRequest) -> ClaimResult: ...
 
     def claim_for_retry(self, key: str) -> ClaimResult | None:
-        """Claim a queued (or released, poisoned, expired) entry; ``None`` when it does not exist."""
+        """Claim a queued (or released, or expired) entry; ``None`` when it does not exist."""
         ...
 
     def get(self, key: str) -> LedgerEntry | None: ...

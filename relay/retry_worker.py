@@ -4,9 +4,11 @@ A message is a ``RetryTicket``: it names a ledger entry, and the verified reques
 from there. The worker claims the entry like any attempt (fenced), looks for a run an earlier
 attempt may have started, then starts it. DevOps still unavailable → a new ticket with a
 longer delay; the last attempt, a refusal or an unreadable message → the poison queue with an
-ERROR line naming the model version. A live claim held by another attempt is waited for
-(the ticket comes back after the lease), never taken for a duplicate. Correct when the host
-runs it twice: a repeat finds the entry started, or claims and looks before posting.
+ERROR line naming the model version (a last attempt that may have started the run is followed
+by a few more that look for it first, so "NOT deployed" is not said of a run that exists). A
+live claim held by another attempt is waited for (the ticket comes back after the lease), never
+taken for a duplicate. Correct when the host runs it twice: a repeat finds the entry started,
+or claims and looks before posting.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import time
 from collections.abc import Callable, Mapping
 
 from relay.decisions import log_decision
+from relay.ledger import PARKING
 from relay.ports import (
     Claim,
+    ClaimLost,
     Deadline,
     DeliveryLedger,
     DependencyUnavailable,
@@ -28,10 +32,13 @@ from relay.ports import (
     PoisonQueue,
     RetryQueue,
     RetryTicket,
+    StorageUnavailable,
 )
 from relay.run_attempt import attempt_run, record
 
 QUEUE_MAX_DELAY_SECONDS = 3600.0
+# Attempts beyond RETRY_MAX_ATTEMPTS while the last one was ambiguous (a run may exist).
+AMBIGUOUS_EXTRA_ATTEMPTS = 3
 
 
 def queue_backoff(
@@ -100,6 +107,8 @@ class RetryWorker:
         if result.claim is None:
             return self._not_ours(ticket, result.entry)
         claim = result.claim
+        if result.entry.detail.startswith(PARKING):  # parked by an attempt that did not finish
+            return self._give_up(ticket, claim, result.entry.detail.removeprefix(PARKING))
         attempt = claim.attempts + 1
         deadline = Deadline.after(self._deadline)
         outcome = attempt_run(claim, starter=self._starter, ledger=self._ledger, deadline=deadline,
@@ -108,10 +117,15 @@ class RetryWorker:
             return self._give_up(ticket, outcome.claim, outcome.detail, already_recorded=True)
         if outcome.error is None:
             return outcome.status
-        if attempt >= self._max_attempts:
+        # An ambiguous last attempt may have started the run: parking it now would say "NOT
+        # deployed" about a run that exists. A few more attempts look for it first (non-fresh).
+        allowed = self._max_attempts + (AMBIGUOUS_EXTRA_ATTEMPTS if outcome.error.ambiguous else 0)
+        if attempt >= allowed:
             reason = f"still unavailable after {attempt} attempts: {outcome.error.detail}"
+            if outcome.error.ambiguous:
+                reason += " (the last answers were lost: a run may exist; check the pipeline's runs)"
             return self._give_up(ticket, outcome.claim, reason)
-        delay = queue_backoff(attempt, float(outcome.error.retry_after), base=self._base_delay)
+        delay = queue_backoff(attempt, outcome.error.server_retry_after, base=self._base_delay)
         self._queue.enqueue(RetryTicket.for_request(claim.request, attempt=attempt + 1,
                                                     last_error=outcome.error.detail), delay=delay)
         record(self._ledger, outcome.claim, EntryState.QUEUED, claim.request.correlation,
@@ -130,6 +144,10 @@ class RetryWorker:
         if entry.state is EntryState.REFUSED:
             log_decision("done", ids, detail=f"retry message for a refused run: {entry.detail}")
             return "done"
+        if entry.state is EntryState.POISONED:
+            # Parked already (the host delivered a ticket again): one poison message is enough.
+            log_decision("done", ids, detail=f"retry message for a run parked in the poison queue: {entry.detail}")
+            return "done"
         # Someone holds it: come back once its lease can have run out, and never call it a duplicate.
         delay = max(1.0, entry.claimed_at + self._ledger.lease - self._clock()) + 1.0
         self._queue.enqueue(ticket, delay=delay)
@@ -137,13 +155,33 @@ class RetryWorker:
         return "deferred"
 
     def _give_up(self, ticket: RetryTicket, claim: Claim | None, reason: str, *, already_recorded: bool = False) -> str:
-        """Park the run for an operator: poison message first, then the ledger, then ERROR."""
+        """Park the run for an operator: the ledger (fenced) first, then the poison message, then ERROR.
+
+        Only the holder of the claim parks it, and the ledger says "poisoned" before the message
+        is sent, so neither a ticket delivered again nor a repeat starts the run after the ERROR
+        line said it was not deployed. Until the message is known to be out the entry says
+        "parking"; if this attempt fails or dies meanwhile, a later ticket finishes the job
+        once its lease is over (``_process``).
+
+        Raises:
+            DependencyUnavailable: the ledger or the poison queue could not be written.
+        """
+        ids = claim.request.correlation if claim is not None else _ticket_ids(ticket)
+        if claim is not None and not already_recorded:
+            try:
+                claim = self._ledger.record(claim, EntryState.POISONED, detail=PARKING + reason)
+            except ClaimLost:
+                # Another attempt took it, or our own write landed and only its answer was lost
+                # (the SDK's retry then meets our new ETag): a later delivery can tell which.
+                raise StorageUnavailable(f"parking delivery {claim.key!r}: the ledger moved on meanwhile",
+                                         retry_after=10) from None
         self._poison.poison(ticket, reason=reason)
-        ids = _ticket_ids(ticket)
-        if claim is not None:
-            ids = claim.request.correlation
-            if not already_recorded:
-                record(self._ledger, claim, EntryState.POISONED, ids, detail=reason)
+        # The message is out: say so, trying twice (an entry left "parking" costs a second poison
+        # message only if a later ticket comes for it).
+        if claim is not None and not already_recorded:
+            for _ in range(2):
+                if record(self._ledger, claim, EntryState.POISONED, ids, detail=reason) is not None:
+                    break
         log_decision("poisoned", ids, level=logging.ERROR, detail=f"{_not_deployed(ticket)}: {reason}")
         return "poisoned"
 

@@ -220,6 +220,11 @@ class RelayService:
         if entry.state is EntryState.QUEUED:
             log_decision("queued", ids, detail="the retry queue holds this delivery")
             return RunOutcome(request, "queued")
+        if entry.state is EntryState.POISONED:
+            # The queue gave up (poison message, ERROR line): a repeat must not start it after all.
+            detail = f"the retry queue gave up on this run; an operator can replay it: {entry.detail}"
+            log_decision("refused", ids, level=logging.WARNING, detail=detail)
+            return RunOutcome(request, "refused", detail=detail)
         left = max(1, int(entry.claimed_at + self._ledger.lease - self._clock()) + 1)
         log_decision("in_progress", ids, level=logging.WARNING, detail=f"held by another attempt for up to {left} s")
         return RunOutcome(request, "in_progress", retry_after=left)
@@ -235,7 +240,7 @@ class RelayService:
         if self._retry_queue is not None:
             ticket = RetryTicket.for_request(request, attempt=1, last_error=exc.detail)
             try:
-                self._retry_queue().enqueue(ticket, delay=max(self._retry_base_delay, float(exc.retry_after)))
+                self._retry_queue().enqueue(ticket, delay=max(self._retry_base_delay, exc.server_retry_after or 0.0))
             except DependencyUnavailable as queue_error:
                 log_decision("unavailable", ids, level=logging.WARNING, detail=f"retry queue: {queue_error.detail}")
             else:

@@ -133,7 +133,7 @@ class Settings(SecretSettings):
 
     @property
     def host_queues(self) -> HostQueueSettings:
-        return host_queue_settings(APP_ROOT / "host.json") or HostQueueSettings()
+        return host_queue_settings(host_json_path()) or HostQueueSettings()
 
     @property
     def uses_key_vault(self) -> bool:
@@ -148,6 +148,15 @@ class Settings(SecretSettings):
         )
 
 
+def host_json_path() -> Path:
+    """The host.json the Functions host reads: in ``AzureWebJobsScriptRoot`` when set, else the app root.
+
+    The host honours ``AzureWebJobsScriptRoot`` as its script root (unset in Azure: the app root).
+    """
+    root = os.environ.get("AzureWebJobsScriptRoot", "").strip()  # noqa: SIM112 (the host spells it so)
+    return (Path(root) if root else APP_ROOT) / "host.json"
+
+
 _Model = TypeVar("_Model", bound=BaseModel)
 
 # Every app setting the relay reads, derived from the model (tests start from none of them set).
@@ -160,7 +169,7 @@ def resolve_budgets(settings: Settings, *, host_json: Path | None = None) -> Tim
     Raises:
         ConfigurationError: the setting and host.json disagree, or the lease outlasts the timeout.
     """
-    host = host_queue_settings(host_json or APP_ROOT / "host.json")
+    host = host_queue_settings(host_json or host_json_path())
     from_host = host.visibility_timeout if host else None
     configured = settings.queue_visibility_timeout_seconds
     if configured is not None and from_host is not None and configured != from_host:

@@ -22,12 +22,10 @@ if TYPE_CHECKING:
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-CLIENT_OPTIONS: dict[str, Any] = {
-    "retry_total": budgets.STORAGE_RETRY_TOTAL,
-    "retry_backoff_factor": budgets.STORAGE_RETRY_BACKOFF,
-    "connection_timeout": budgets.STORAGE_CONNECT_TIMEOUT,
-    "read_timeout": budgets.STORAGE_READ_TIMEOUT,
-}
+
+def client_options() -> dict[str, Any]:
+    """The SDK timeouts and retries that bound one storage call (``relay.budgets``)."""
+    return budgets.fixed_durations().storage_client_options()
 
 
 def azurite_connection_string(*, blob_port: int = 10000, queue_port: int = 10001, table_port: int = 10002) -> str:
@@ -53,20 +51,25 @@ def table_service(settings: Settings, *, credential_factory: Callable[[], Any]) 
 
     conn = _connection_string(settings)
     if conn:
-        return TableServiceClient.from_connection_string(conn, **CLIENT_OPTIONS)
+        return TableServiceClient.from_connection_string(conn, **client_options())
     uri = settings.storage_table_uri or f"https://{settings.storage_account_name}.table.core.windows.net"
-    return TableServiceClient(endpoint=uri, credential=credential_factory(), **CLIENT_OPTIONS)
+    return TableServiceClient(endpoint=uri, credential=credential_factory(), **client_options())
 
 
 def queue_service(settings: Settings, *, credential_factory: Callable[[], Any]) -> QueueServiceClient:
     """The queue service client for the host storage account (imported only when a run is queued)."""
-    from azure.storage.queue import QueueServiceClient
+    from azure.storage.queue import LinearRetry, QueueServiceClient
 
+    fixed = budgets.fixed_durations()
+    # The queue SDK ignores retry_backoff_factor: its default ExponentialRetry waits 12-18 s before
+    # a retry, past every budget. A linear policy without jitter keeps the wait the budgets count.
+    options = {**client_options(), "retry_policy": LinearRetry(
+        backoff=fixed.storage_retry_backoff, retry_total=fixed.storage_retry_total, random_jitter_range=0)}  # type: ignore[arg-type]
     conn = _connection_string(settings)
     if conn:
-        return QueueServiceClient.from_connection_string(conn, **CLIENT_OPTIONS)
+        return QueueServiceClient.from_connection_string(conn, **options)
     uri = settings.storage_queue_uri or f"https://{settings.storage_account_name}.queue.core.windows.net"
-    return QueueServiceClient(account_url=uri, credential=credential_factory(), **CLIENT_OPTIONS)
+    return QueueServiceClient(account_url=uri, credential=credential_factory(), **options)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from relay.ledger import LedgerTiming, claimed_entry
+from relay.ledger import PARKING, LedgerTiming, claimed_entry
 from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun, StorageUnavailable
 from relay.storage_clients import storage_errors
 from webhook.routing import PipelineRunRequest
@@ -143,7 +143,7 @@ class TableLedger:
         return ClaimResult(entry, _claim(entry, _etag(metadata), fresh=True))
 
     def claim_for_retry(self, key: str) -> ClaimResult | None:
-        """Claim a queued, released, poisoned or expired entry for the retry worker."""
+        """Claim a queued, released or expired entry for the retry worker (never a poisoned one)."""
         with storage_errors("delivery ledger"):
             return self._take_over(key, None, by_retry=True)
 
@@ -205,10 +205,12 @@ class TableLedger:
 
         pk, rk = table_keys(key)
         with storage_errors("delivery ledger"):
-            if self._read(key) is None:
+            found = self._read(key)
+            if found is None:
                 raise KeyError(key)
             change = {"PartitionKey": pk, "RowKey": rk, "state": EntryState.RELEASED.value,
-                      "updated_at": self._clock(), "forced_by": by}
+                      "updated_at": self._clock(), "forced_by": by,
+                      "detail": found[0].detail.removeprefix(PARKING)}  # a replay starts afresh
             self._client().update_entity(change, mode=UpdateMode.MERGE)
             found = self._read(key)
         assert found is not None

@@ -111,10 +111,16 @@ class KeyVaultStandIn:
     rbac_denied: bool = False
     reads: Counter[str] = field(default_factory=Counter)  # authorised GETs per secret name
     challenges: int = 0  # unauthenticated requests answered with the 401 challenge
+    # Outage modes: every request waits ``delay`` s, then, with ``fail_status``, fails with it.
+    delay: float = 0.0
+    fail_status: int | None = None
+    requests: int = 0
+    max_in_flight: int = 0  # the most requests the vault was answering at once
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._in_flight = 0
 
     @property
     def port(self) -> int:
@@ -134,7 +140,7 @@ class KeyVaultStandIn:
 
         class Handler(StandInHandler):
             def do_GET(self) -> None:
-                owner._answer(self)
+                owner._counted(self)
 
         server = ThreadingTLSServer(("127.0.0.1", 0), Handler, self.tls)
         self._server = server
@@ -145,6 +151,22 @@ class KeyVaultStandIn:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def _counted(self, handler: StandInHandler) -> None:
+        with self._lock:
+            self.requests += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if self.fail_status is not None:
+                handler._json(self.fail_status, {"error": {"code": "ServiceUnavailable", "message": "injected"}})
+                return
+            self._answer(handler)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _answer(self, handler: StandInHandler) -> None:
         parts = urlsplit(handler.path)

@@ -19,6 +19,12 @@ The ``azure-devops`` SDK (the benchmark's seed peer) finds its routes first: ``O
 header (``application/json;api-version=7.0``), which the API takes as it takes the
 ``api-version`` query parameter. Azure DevOps lists every location of the organisation; the
 stand-in lists only the runs resource, which is all the SDK looks up here.
+
+Faults are chosen per request by a ``FaultPlan`` (POSTs) and a ``get_faults`` plan (GETs):
+429 + Retry-After, 503, slow answers, connection resets, 203, and the ambiguous ones — the run
+is created and then the answer is a 5xx, a dropped connection, or nothing for longer than the
+caller waits (a hang past the lease). Every request, every started run and every injected
+fault (by kind) is recorded.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ import struct
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,13 +76,23 @@ def _basic(pat: str) -> str:
 
 @dataclass(frozen=True)
 class Fault:
-    """What to do with one request instead of (or before) answering normally."""
+    """What to do with one request instead of (or before) answering normally.
+
+    ``after_create``: the run is started first, then the fault (a 5xx, a reset, a late answer)
+    hides that it was: the ambiguous failures.
+    """
 
     kind: str  # "none" | "status" | "slow" | "reset" | "signin"
     status: int = 0
     retry_after: str | None = None
     delay: float = 0.0
-    after_create: bool = False  # "slow": start the run, then answer late
+    after_create: bool = False
+
+    @property
+    def label(self) -> str:
+        what = {"status": f"HTTP {self.status}", "slow": f"answer after {self.delay:g} s", "reset": "connection reset",
+                "signin": "sign-in page"}.get(self.kind, self.kind)
+        return f"devops run created, then {what}" if self.after_create else f"devops {what}"
 
 
 NO_FAULT = Fault("none")
@@ -129,9 +147,13 @@ class DevOpsStandIn:
     runs: list[StartedRun] = field(default_factory=list)
     previews: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    get_faults: FaultPlan = no_faults
+    down_pipelines: set[int] = field(default_factory=set)  # POSTs to these answer 503
+    injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.post_count = 0
+        self.get_count = 0
         self._lock = threading.Lock()
         self._next_id = 1000
         self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
@@ -190,7 +212,7 @@ class DevOpsStandIn:
         ref = (((body.get("resources") or {}).get("repositories") or {}).get("self") or {}).get("refName")
         with self._lock:
             self._next_id += 1
-            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"  # DevOps: 7 digits
             run = StartedRun(self._next_id, created, org, project, pipeline_id, dict(params), ref, auth)
             self.runs.append(run)
         return run
@@ -215,6 +237,11 @@ class DevOpsStandIn:
     def runs_for(self, pipeline_id: int) -> list[StartedRun]:
         with self._lock:
             return [r for r in self.runs if r.pipeline_id == pipeline_id]
+
+    def count_fault(self, fault: Fault) -> None:
+        if fault.kind != "none":
+            with self._lock:
+                self.injected[fault.label] += 1
 
 
 class _Handler(StandInHandler):
@@ -259,6 +286,19 @@ class _Handler(StandInHandler):
             owner.requests.append(
                 {"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())}
             )
+            owner.get_count += 1
+            number = owner.get_count
+        fault = owner.get_faults(number)
+        owner.count_fault(fault)
+        if fault.kind == "slow":
+            time.sleep(fault.delay)
+        if fault.kind == "reset":
+            self._reset()
+            return
+        if fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
+            return
         header = self.headers.get("Authorization", "")
         if not owner._authorised(header):
             owner.refuse(self, header)
@@ -311,20 +351,14 @@ class _Handler(StandInHandler):
             owner.post_count += 1
             number = owner.post_count
         fault = owner.faults(number)
+        target = _RUNS_PATH.match(path)
+        if target and int(target["pipeline"]) in owner.down_pipelines:
+            fault = Fault("status", 503)
+        owner.count_fault(fault)
         if owner.latency:
             time.sleep(owner.latency)
-        if fault.kind == "reset":
-            self._reset()
+        if not fault.after_create and self._fault_answered(fault):
             return
-        if fault.kind == "status":
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
-            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
-            return
-        if fault.kind == "signin":
-            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
-            return
-        if fault.kind == "slow" and not fault.after_create:
-            time.sleep(fault.delay)
         match = _RUNS_PATH.match(path)
         if match is None or not self._api_version_ok(query):
             self._json(404, {"message": f"no route for {path}?{query}"})
@@ -354,8 +388,8 @@ class _Handler(StandInHandler):
             self._preview(pipeline_id, body)
             return
         run = owner._start_run(match["org"], match["project"], pipeline_id, body, header)
-        if fault.kind == "slow" and fault.after_create:
-            time.sleep(fault.delay)
+        if fault.after_create and self._fault_answered(fault):
+            return
         self._json(200, owner.run_json(run))
 
     def _preview(self, pipeline_id: int, body: dict[str, Any]) -> None:
@@ -367,3 +401,19 @@ class _Handler(StandInHandler):
         final_yaml = "\n".join([*lines, "stages:", "- stage: deploy"]) + "\n"
         answer = {"id": -1, "name": "", "state": "unknown", "pipeline": {"id": pipeline_id}, "finalYaml": final_yaml}
         self._json(200, answer)
+
+    def _fault_answered(self, fault: Fault) -> bool:
+        """Apply ``fault``; True when it answered (or dropped) the request itself."""
+        if fault.kind == "reset":
+            self._reset()
+            return True
+        if fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            self._json(fault.status, {"message": "injected fault", "typeKey": "InjectedFault"}, extra)
+            return True
+        if fault.kind == "signin":
+            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+            return True
+        if fault.kind == "slow":
+            time.sleep(fault.delay)  # the caller may be gone by now: it answers anyway (or fails to)
+        return False

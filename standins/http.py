@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -25,3 +25,18 @@ class StandInHandler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, document: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._reply(status, json.dumps(document).encode(), "application/json; charset=utf-8", extra)
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading server that does not print a traceback when a caller hung up first.
+
+    Stand-ins answer late or drop connections on purpose; the caller giving up is expected.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)

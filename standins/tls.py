@@ -8,7 +8,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from standins.http import QuietServer
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class LoopbackTLS:
         return context
 
 
-class ThreadingTLSServer(ThreadingHTTPServer):
+class ThreadingTLSServer(QuietServer):
     """A threaded HTTPS server; each TLS handshake runs on the connection's own thread.
 
     Wrapping the listening socket instead would run every handshake inside ``accept()``, one at

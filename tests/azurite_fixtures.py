@@ -26,7 +26,7 @@ def harness(azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., RelayHar
     opened: list[RelayHarness] = []
 
     def open_harness(**options: Any) -> RelayHarness:
-        relay_harness = RelayHarness(azurite.connection_string, tmp_path / f"h{len(opened)}", **options)
+        relay_harness = RelayHarness(azurite, tmp_path / f"h{len(opened)}", **options)
         opened.append(relay_harness.__enter__())
         return relay_harness
 

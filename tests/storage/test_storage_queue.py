@@ -1,5 +1,5 @@
-"""StorageQueueRetry against Azurite's Queue service, and the retry path through the
-registered ``RetryPipelineRun`` queue function."""
+"""StorageRetryQueue against Azurite's Queue service, and the retry path through the registered
+``RetryPipelineRun`` function run by the queue host stand-in."""
 
 from __future__ import annotations
 
@@ -10,32 +10,38 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-import azure.functions as func
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
+from relay.budgets import use_fixed_durations
 from relay.names import RETRY_QUEUE_NAME
-from relay.storage import StorageQueueRetry, azurite_connection_string
+from relay.ports import RetryTicket, StorageUnavailable
+from relay.retry_queue import StorageRetryQueue
+from relay.settings import settings_from_env
+from relay.storage_clients import azurite_connection_string, queue_service
 from standins.azurite import Azurite
 from standins.devops import Fault, no_faults
-from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery, registered_function
-from webhook.routing import PipelineRunRequest
+from standins.harness import RelayHarness, mlflow_delivery
+from standins.storage_faults import StorageFaultProxy, WriteFault, queue_send
+from standins.timescale import TimeScale
 
 pytestmark = pytest.mark.azurite
 
-REQUEST = PipelineRunRequest(rule="deploy", project="MLOps", pipeline_id=13, branch="refs/heads/main",
-                             template_parameters={"model_name": "fraud", "model_version": "7", "delivery_id": "d-1"},
-                             delivery_id="d-1", model_name="fraud", version="7")  # fmt: skip
+TICKET = RetryTicket(key="d-1:deploy", delivery_id="d-1", model="fraud", version="7", rule="deploy", attempt=3,
+                     last_error="HTTP 503")
 ALWAYS_503 = Fault("status", 503)
 
 
+def _queues(connection_string: str) -> QueueServiceClient:
+    settings = settings_from_env({"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p",
+                                  "AzureWebJobsStorage": connection_string})
+    return queue_service(settings, credential_factory=lambda: None)
+
+
 @pytest.fixture
-def retry_queue(azurite: Azurite) -> StorageQueueRetry:
-    service = QueueServiceClient.from_connection_string(azurite.connection_string)
-    return StorageQueueRetry(service, "retry" + uuid.uuid4().hex[:12])
+def retry_queue(azurite: Azurite) -> StorageRetryQueue:
+    return StorageRetryQueue(_queues(azurite.connection_string), "retry" + uuid.uuid4().hex[:12])
 
 
 def _client(azurite: Azurite, name: str, *, decode: bool = True) -> QueueClient:
@@ -43,148 +49,140 @@ def _client(azurite: Azurite, name: str, *, decode: bool = True) -> QueueClient:
     return QueueClient.from_connection_string(azurite.connection_string, name, message_decode_policy=policy)
 
 
-class TestStorageQueueRetry:
-    """Messages are base64 JSON (the trigger's default encoding) and honour the delay."""
+class TestStorageRetryQueue:
+    """Tickets are base64 JSON (the trigger's encoding): a reference, never a request."""
 
-    def test_message_is_base64_json_the_queue_trigger_decodes(self, retry_queue: StorageQueueRetry,
-                                                               azurite: Azurite) -> None:  # fmt: skip
-        retry_queue.enqueue(REQUEST, attempt=3, delay=0)
+    def test_message_is_a_base64_ticket_without_a_request(self, retry_queue: StorageRetryQueue,
+                                                          azurite: Azurite) -> None:
+        retry_queue.enqueue(TICKET, delay=0)
         [raw] = _client(azurite, retry_queue.queue_name, decode=False).receive_messages(max_messages=1)
         document = json.loads(base64.b64decode(raw.content, validate=True))  # what host.json's base64 expects
-        assert document["version"] == 1 and document["attempt"] == 3
-        assert PipelineRunRequest.model_validate(document["request"]) == REQUEST
+        assert document == {"v": 2, "key": "d-1:deploy", "delivery_id": "d-1", "model": "fraud", "version": "7",
+                            "rule": "deploy", "attempt": 3, "last_error": "HTTP 503"}
+        assert RetryTicket.from_json(json.dumps(document)) == TICKET
 
-    def test_delay_keeps_the_message_invisible(self, retry_queue: StorageQueueRetry, azurite: Azurite) -> None:
-        retry_queue.enqueue(REQUEST, attempt=1, delay=30)
+    def test_delay_keeps_the_message_invisible(self, retry_queue: StorageRetryQueue, azurite: Azurite) -> None:
+        retry_queue.enqueue(TICKET, delay=30)
         queue = _client(azurite, retry_queue.queue_name)
         assert queue.peek_messages(max_messages=5) == []
         assert queue.get_queue_properties().approximate_message_count == 1
 
-    def test_short_delay_becomes_visible(self, retry_queue: StorageQueueRetry, azurite: Azurite) -> None:
-        retry_queue.enqueue(REQUEST, attempt=1, delay=1)
+    def test_short_delay_becomes_visible(self, retry_queue: StorageRetryQueue, azurite: Azurite) -> None:
+        retry_queue.enqueue(TICKET, delay=1)
         queue = _client(azurite, retry_queue.queue_name)
         assert queue.peek_messages() == []
         deadline = time.monotonic() + 5
         while not (visible := queue.peek_messages()) and time.monotonic() < deadline:
             time.sleep(0.2)
         [message] = visible
-        assert json.loads(message.content)["request"]["delivery_id"] == "d-1"
+        assert json.loads(message.content)["key"] == "d-1:deploy"
 
-    def test_poison_keeps_the_message_and_the_reason(self, retry_queue: StorageQueueRetry, azurite: Azurite) -> None:
-        retry_queue.poison('{"attempt": 8}', reason="still unavailable after 8 attempts")
+    def test_poison_message_names_the_delivery_and_the_reason(self, retry_queue: StorageRetryQueue,
+                                                              azurite: Azurite) -> None:
+        retry_queue.poison(TICKET, reason="still unavailable after 8 attempts: HTTP 503")
         [message] = _client(azurite, retry_queue.poison_queue_name).peek_messages()
-        assert json.loads(message.content) == {"reason": "still unavailable after 8 attempts",
-                                               "message": '{"attempt": 8}'}  # fmt: skip
+        document = json.loads(message.content)
+        assert document["reason"] == "still unavailable after 8 attempts: HTTP 503"
+        assert (document["delivery_id"], document["model"], document["version"], document["rule"]) == (
+            "d-1", "fraud", "7", "deploy")
 
+    def test_unreadable_message_is_kept_bounded_with_the_reason(self, retry_queue: StorageRetryQueue,
+                                                                azurite: Azurite) -> None:
+        retry_queue.poison(None, reason="unreadable retry message: x" * 200, raw="y" * 5000)
+        [message] = _client(azurite, retry_queue.poison_queue_name).peek_messages()
+        document = json.loads(message.content)
+        assert document["unreadable_message"] == "y" * 2000 and len(document["reason"]) == 1000
 
-def _entity(harness: RelayHarness, delivery_id: str, rule: str) -> dict[str, Any]:
-    assert harness.storage
-    tables = TableServiceClient.from_connection_string(harness.storage)
-    return dict(tables.get_table_client(harness.table).get_entity(delivery_id, rule))
+    def test_a_failing_send_gives_up_within_the_storage_call_budget(self, azurite: Azurite) -> None:
+        """The queue SDK's own ExponentialRetry would wait 12-18 s before its retry."""
+        durations = TimeScale().fixed_durations()
+        previous = use_fixed_durations(durations)
+        proxy = StorageFaultProxy(azurite).start()
+        try:
+            queue = StorageRetryQueue(_queues(proxy.connection_string), "retry" + uuid.uuid4().hex[:12])
+            queue.enqueue(TICKET, delay=0)  # creates the queue
+            proxy.add(WriteFault("send fails", queue_send(queue.queue_name), count=1))
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable, match="retry queue unavailable"):
+                queue.enqueue(RetryTicket.from_json(TICKET.to_json().replace('"attempt": 3', '"attempt": 4')), delay=0)
+            assert time.monotonic() - started <= durations.storage_call
+            assert proxy.requests["queue"] >= 4  # create, first send, the failing send and its SDK retry
+        finally:
+            proxy.stop()
+            use_fixed_durations(previous)
 
 
 class TestRetryFunction:
-    """HTTP 202 queued → message in Azurite → the registered queue function starts the run."""
+    """HTTP 202 queued → a ticket in Azurite → the host runs the registered function on it."""
 
-    def test_queued_delivery_starts_one_run_once_devops_is_back(self, harness: Callable[..., RelayHarness]) -> None:
-        relay = harness(deadline=0.5, visibility_cap=3)  # wide enough for the peek below on a busy machine
-        relay.set_faults(lambda _: ALWAYS_503)
+    def test_queued_delivery_waits_for_the_delay_then_starts_one_run(self, harness: Callable[..., RelayHarness],
+                                                                     ) -> None:
+        relay = harness(base_delay=2, run_host=False)
+        relay.standin.faults = lambda _: ALWAYS_503
         delivery = mlflow_delivery()
-
         answer = relay.post(delivery)
-        assert answer.status == 202 and answer.body["status"] == "queued"
-        assert answer.body["pending"] == ["champion-deploy", "champion-audit"]
-        queue = relay.queue()
-        assert queue.peek_messages(max_messages=5) == [], "the message must wait for its delay"
+        assert answer.status == 202 and answer.body["pending"] == ["champion-deploy", "champion-audit"]
+        queue = _client(relay.azurite, RETRY_QUEUE_NAME)
+        assert queue.peek_messages(max_messages=5) == [], "the ticket must wait for its delay"
         assert queue.get_queue_properties().approximate_message_count == 2
         assert relay.post(delivery).body["status"] == "queued"  # a repeat meanwhile starts nothing
         assert relay.standin.runs == []
+        for rule in ("champion-deploy", "champion-audit"):
+            assert relay.entity(delivery.delivery_id, rule)["state"] == "queued"
 
-        relay.set_faults(no_faults)
-        assert relay.deliver_queue() == 2
-        started = {r.pipeline_id: r for r in relay.standin.runs}
-        assert sorted(started) == [13, 14]
-        assert all(r.template_parameters["delivery_id"] == delivery.delivery_id for r in started.values())
-
-        repeat = relay.post(delivery)
-        assert repeat.status == 200 and repeat.body["status"] == "duplicate"
-        assert sorted(r["run_id"] for r in repeat.body["runs"]) == sorted(r.run_id for r in started.values())
-        assert len(relay.standin.runs) == 2
-
-    def test_a_message_delivered_twice_starts_one_run(self, harness: Callable[..., RelayHarness]) -> None:
-        relay = harness(deadline=0.5)
-        relay.set_faults(lambda _: ALWAYS_503)
-        relay.post(databricks_delivery())
-        relay.set_faults(no_faults)
-        time.sleep(1.2)
-        messages = list(relay.queue().peek_messages(max_messages=5))
-        assert len(messages) == 2
-        for message in messages * 2:  # the host may deliver a message more than once
-            registered_function("RetryPipelineRun")(func.QueueMessage(body=message.content.encode()))
-        assert sorted(r.pipeline_id for r in relay.standin.runs) == [15, 16]
-
-    def test_last_attempt_goes_to_poison_with_an_error_naming_the_version(
-        self, harness: Callable[..., RelayHarness], caplog: pytest.LogCaptureFixture
-    ) -> None:
-        relay = harness(deadline=0.3, max_attempts=2)
-        relay.set_faults(lambda _: ALWAYS_503)
+    def test_last_attempt_is_poisoned_with_an_error_naming_the_version(self, harness: Callable[..., RelayHarness],
+                                                                       ) -> None:
+        relay = harness(max_attempts=1)
+        relay.standin.faults = lambda _: ALWAYS_503
         delivery = mlflow_delivery(version=7)
         assert relay.post(delivery).status == 202
-        with caplog.at_level(logging.INFO, logger="relay"):
-            processed = relay.deliver_queue()
-        assert processed == 4  # two rules, two attempts each
+        relay.drain()
         poisoned = relay.poison_messages()
-        assert len(poisoned) == 2
-        assert all("still unavailable after 2 attempts" in p["reason"] for p in poisoned)
-        assert {json.loads(p["message"])["request"]["rule"] for p in poisoned} == {"champion-deploy", "champion-audit"}
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert {p["rule"] for p in poisoned} == {"champion-deploy", "champion-audit"}
+        assert all("still unavailable after 1 attempts" in p["reason"] and p["version"] == "7" for p in poisoned)
+        errors = [r.getMessage() for r in relay.logs.decisions("poisoned", level=logging.ERROR)]
         for rule in ("champion-deploy", "champion-audit"):
             [line] = [m for m in errors if f"rule={rule}" in m]
-            assert "decision=poisoned" in line and f"delivery_id={delivery.delivery_id}" in line
-            assert "model=fraud-detector" in line and "version=7" in line
-            assert "was NOT deployed" in line
-        assert _entity(relay, delivery.delivery_id, "champion-deploy")["state"] == "failed"
+            assert f"delivery_id={delivery.delivery_id}" in line and "model=fraud-detector" in line
+            assert f"version 7 was NOT deployed by rule {rule}" in line
+            assert relay.entity(delivery.delivery_id, rule)["state"] == "poisoned"
         assert relay.standin.runs == []
 
-    def test_devops_refusal_in_the_worker_is_poisoned_at_once(self, harness: Callable[..., RelayHarness],
-                                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-        relay = harness(deadline=0.3, max_attempts=8)
-        relay.set_faults(lambda _: ALWAYS_503)
+    def test_devops_refusal_in_the_worker_is_recorded_and_poisoned_at_once(
+        self, harness: Callable[..., RelayHarness]
+    ) -> None:
+        relay = harness()
+        relay.standin.faults = lambda _: ALWAYS_503
         delivery = mlflow_delivery()
         assert relay.post(delivery).status == 202
-        relay.set_faults(no_faults)
         relay.standin.declared_parameters[14] = frozenset({"model_name"})  # audit pipeline: undeclared parameters
-        with caplog.at_level(logging.INFO, logger="relay"):
-            assert relay.deliver_queue() == 2  # one attempt each: no requeue for a 4xx
+        relay.standin.faults = no_faults
+        relay.drain()
         assert [r.pipeline_id for r in relay.standin.runs] == [13]
         [poisoned] = relay.poison_messages()
         assert "HTTP 400" in poisoned["reason"] and "Unexpected parameter" in poisoned["reason"]
-        entity = _entity(relay, delivery.delivery_id, "champion-audit")
-        assert entity["state"] == "failed" and "HTTP 400" in entity["detail"]
-        assert _entity(relay, delivery.delivery_id, "champion-deploy")["state"] == "started"
-        assert not any("decision=requeued" in r.getMessage() for r in caplog.records)
-
-    def test_unreadable_message_is_poisoned(self, harness: Callable[..., RelayHarness]) -> None:
-        relay = harness()
-        registered_function("RetryPipelineRun")(func.QueueMessage(body=b"not json"))
-        [poisoned] = relay.poison_messages()
-        assert poisoned["message"] == "not json" and "unreadable" in poisoned["reason"]
+        entity = relay.entity(delivery.delivery_id, "champion-audit")
+        assert entity["state"] == "refused" and "HTTP 400" in entity["detail"]
+        assert relay.entity(delivery.delivery_id, "champion-deploy")["state"] == "started"
+        assert not relay.logs.decisions("requeued")
 
     def test_storage_down_answers_503_and_starts_nothing(self, harness: Callable[..., RelayHarness]) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = _unused_port()
         dead = azurite_connection_string(blob_port=port, queue_port=port, table_port=port)
-        relay = harness(settings={"AzureWebJobsStorage": dead})
+        relay = harness(settings={"AzureWebJobsStorage": dead}, run_host=False)
         answer = relay.post(mlflow_delivery())
         assert answer.status == 503 and int(answer.headers["Retry-After"]) >= 1
-        assert relay.standin.runs == []
+        assert relay.standin.api_requests == []
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_retry_queue_name_matches_the_trigger_binding() -> None:
-    import function_app
-    from relay_tools.local_host import registered_functions
+    from standins.functions_queue import registered_function
 
-    [retry] = [f for f in registered_functions(function_app.app) if f.get_function_name() == "RetryPipelineRun"]
-    binding = retry.get_trigger().get_dict_repr()
+    _, binding = registered_function("RetryPipelineRun")
     assert binding["queueName"] == RETRY_QUEUE_NAME and binding["connection"] == "AzureWebJobsStorage"
