@@ -73,7 +73,7 @@ def run_amortisation(workdir: Path, rules: Path, *, deliveries: int, threads: in
             raise RuntimeError(f"{deliveries} deliveries but {len(started)} runs at the stand-in")
         built = relay.composition.current_relay()
         # Private attributes, read only here, to cross-check the stand-ins' counters.
-        secret_reads = built.service._secrets.reads  # type: ignore[attr-defined]
+        secret_reads = built.service.verifier.secrets.reads
         acquisitions = built.service._starter._auth.acquisitions  # type: ignore[attr-defined]
         ttl = relay.composition.load_settings().secret_cache_seconds
         return AmortisationResult(deliveries, len(started), dict(vault.reads), vault.challenges,

@@ -76,7 +76,9 @@ def _environment(proxy: LatencyProxy, identity: IdentityStandIn, vault: ProxiedV
     ca = str(azure_like_ca_bundle(devops.tls.ca_file, app_dir.parent))
     return clean_environ(os.environ, {
         "DEVOPS_ORG_URL": devops.org_url.replace(f":{devops.port}/", f":{devops_port}/"),
-        "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules), "PYTHONPATH": str(app_dir),
+        # The PAT from Key Vault (DEVOPS_AUTH=pat): the stand-in admits no identity token as a member.
+        "DEVOPS_PROJECT": PROJECT, "DEVOPS_AUTH": "pat", "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules),
+        "PYTHONPATH": str(app_dir),
         "AzureWebJobsStorage": storage, "KEY_VAULT_URL": f"https://127.0.0.1:{vault.proxy_port}",
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{identity_port}/msi/token", "IDENTITY_HEADER": IDENTITY_HEADER,
         "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,

@@ -114,7 +114,8 @@ def run_seed_warm(workdir: Path, rules: Path, *, deliveries: int) -> SeedWarmRes
     try:
         with running_azurite() as azurite:
             base = clean_environ(os.environ, {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT})
-            relay_common = {**base, "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules),
+            # PAT auth in every variant: like for like with the seed, which only knows PATs.
+            relay_common = {**base, "DEVOPS_AUTH": "pat", "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules),
                             "PYTHONPATH": str(relay.app_dir)}
             variants = {
                 "seed: azure-devops SDK, PAT": (seed, {

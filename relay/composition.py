@@ -274,6 +274,11 @@ def current_relay() -> Relay:
         return _relay
 
 
+def built_relay() -> Relay | None:
+    """The process-wide relay if it is built already (never builds it)."""
+    return _relay
+
+
 def reset_relay() -> None:
     """Forget the process-wide relay, verifier and settings (tests; the local server)."""
     global _relay, _verifier

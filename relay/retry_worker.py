@@ -25,7 +25,6 @@ from relay.ports import (
     ClaimLost,
     Deadline,
     DeliveryLedger,
-    DependencyUnavailable,
     EntryState,
     LedgerEntry,
     PipelineStarter,
@@ -35,6 +34,7 @@ from relay.ports import (
     StorageUnavailable,
 )
 from relay.run_attempt import attempt_run, record
+from webhook.errors import RelayError
 
 QUEUE_MAX_DELAY_SECONDS = 3600.0
 # Attempts beyond RETRY_MAX_ATTEMPTS while the last one was ambiguous (a run may exist).
@@ -83,6 +83,8 @@ class RetryWorker:
         Raises:
             DependencyUnavailable: nothing durable could be written; the host redelivers the
                 message (and, after ``maxDequeueCount``, parks it: the ERROR line says so).
+            RelayError: e.g. a missing PAT secret: the same; on the last delivery the ERROR line
+                names the model version, so a misconfiguration never parks a run silently.
         """
         try:
             ticket = RetryTicket.from_json(raw_message)
@@ -92,11 +94,12 @@ class RetryWorker:
             return "poisoned"
         try:
             return self._process(ticket)
-        except DependencyUnavailable as exc:
+        except Exception as exc:
             if dequeue_count >= self._max_dequeue_count:
+                reason = exc.detail if isinstance(exc, RelayError) else f"internal error ({type(exc).__name__})"
                 log_decision("poisoned", _ticket_ids(ticket), level=logging.ERROR,
                              detail=f"{_not_deployed(ticket)}: the host moves the message to the poison queue "
-                                    f"after {dequeue_count} deliveries: {exc.detail}")
+                                    f"after {dequeue_count} deliveries: {reason}")
             raise
 
     def _process(self, ticket: RetryTicket) -> str:

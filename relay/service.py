@@ -48,7 +48,7 @@ from webhook.routing import PipelineRunRequest, RouteRules, route_event
 
 def answer_request(
     *, method: str, headers: Mapping[str, str], body: bytes, verifier: Callable[[], DeliveryVerifier],
-    service: Callable[[], RelayService],
+    service: Callable[[], RelayService], built_service: Callable[[], RelayService | None] | None = None,
 ) -> RelayResponse:  # fmt: skip
     """Answer one HTTP request; never raises.
 
@@ -65,7 +65,11 @@ def answer_request(
         return service().answer(delivery)
 
     def count_rejection(exc: RelayError) -> None:
-        service().count_rejection(exc)
+        # Counted only by a relay that is built already: a rejected request must not make the
+        # relay read its configuration (the counters are a statistic, not a guarantee).
+        built = built_service() if built_service is not None else None
+        if built is not None:
+            built.count_rejection(exc)
 
     return answered(produce, ids={"delivery_id": delivery.delivery_id_hint}, rejected=count_rejection)
 
@@ -133,7 +137,7 @@ class RelayService:
     def handle(self, *, method: str, headers: Mapping[str, str], body: bytes) -> RelayResponse:
         """Answer one HTTP request; never raises."""
         return answer_request(method=method, headers=headers, body=body, verifier=lambda: self.verifier,
-                              service=lambda: self)
+                              service=lambda: self, built_service=lambda: self)
 
     def answer(self, delivery: Delivery) -> RelayResponse:
         """Parse, route and start runs for a verified delivery.

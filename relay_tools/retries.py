@@ -4,9 +4,9 @@ Poison messages are JSON an operator can read: ``key``, ``delivery_id``, ``model
 ``rule``, ``attempt``, ``last_error`` and the ``reason`` the relay gave up (the Functions host
 also moves a message there after ``maxDequeueCount`` crashed deliveries; it then has no
 reason). ``redrive`` puts a ticket for the same ledger entry back on ``relay-retry``, where the
-worker claims it like any retry: a poisoned entry is claimable as it is, a refused one is
-reopened first (the ledger records by whom), a started one is only removed from the poison
-queue. The worker gets one more attempt (more, with backoff, while attempts remain).
+worker claims it like any retry: a poisoned or refused entry is reopened first (automatic
+paths never take one; the ledger records who did), a started one is only removed from the
+poison queue. The worker gets one more attempt (more, with backoff, while attempts remain).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _redrive(message: PoisonMessage, ledger: DeliveryLedger, queue: Any, operato
         return True, f"already started (run {run}); removed from the poison queue"
     if entry.state is EntryState.CLAIMED:
         return False, "an attempt holds it right now; left in the poison queue, try again shortly"
-    if entry.state is EntryState.REFUSED:
+    if entry.state in (EntryState.REFUSED, EntryState.POISONED):
         ledger.reopen(message.key, by=operator)
     ticket = RetryTicket(key=message.key, delivery_id=entry.request.delivery_id, model=entry.request.model_name,
                          version=entry.request.version, rule=entry.request.rule, attempt=1,

@@ -282,12 +282,17 @@ class _Handler(StandInHandler):
         list) or one run (with parameters)."""
         owner = self.owner
         path, _, query = self.path.partition("?")
+        warm_up = path.endswith("/_apis/connectionData") and "Authorization" not in self.headers
         with owner._lock:
             owner.requests.append(
                 {"method": "GET", "path": path, "query": query, "headers": dict(self.headers.items())}
             )
-            owner.get_count += 1
+            if not warm_up:  # GET faults are planned for the API calls, not the connection warm-up
+                owner.get_count += 1
             number = owner.get_count
+        if warm_up:  # as Azure DevOps does for a caller without credentials
+            self._reply(203, _SIGN_IN_PAGE, "text/html; charset=utf-8")
+            return
         fault = owner.get_faults(number)
         owner.count_fault(fault)
         if fault.kind == "slow":

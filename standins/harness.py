@@ -32,6 +32,7 @@ import azure.functions as func
 import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient
+from azure.functions.queue import QueueMessage as FunctionsQueueMessage
 from azure.storage.queue import QueueClient
 
 import function_app
@@ -40,7 +41,7 @@ from relay.names import RETRY_QUEUE_NAME
 from relay.settings import SETTING_NAMES
 from relay_tools.local_host import LocalFunctionsHost
 from standins.azurite import Azurite
-from standins.devops import DevOpsStandIn
+from standins.devops import DevOpsStandIn, FaultPlan
 from standins.functions_queue import FunctionsQueueHost, registered_function
 from standins.storage_faults import StorageFaultProxy
 from standins.timescale import CompressedHost, TimeScale, compressed_time
@@ -218,6 +219,10 @@ class RelayHarness:
         assert self.clock is not None
         return self.clock.queues.visibility_timeout
 
+    def set_faults(self, plan: FaultPlan) -> None:
+        """What the Azure DevOps stand-in does with each POST from now on."""
+        self.standin.faults = plan
+
     # -- senders -----------------------------------------------------------------------------
     def post(self, delivery: Delivery) -> Answer:
         """Call the registered HTTP function as the Functions host would."""
@@ -267,6 +272,35 @@ class RelayHarness:
     # -- what storage holds ------------------------------------------------------------------
     def _azurite_queue(self, name: str) -> QueueClient:
         return QueueClient.from_connection_string(self.azurite.connection_string, name)
+
+    def deliver_queue(self, *, timeout: float = 60.0) -> int:
+        """Without the host stand-in (``run_host=False``): run the registered retry function once on
+        every visible retry message, deleting each after it returns. Returns how many ran.
+
+        A deterministic driver for tests of the operator commands, which need to say exactly when
+        a retry happens; the fault suite uses the host stand-in instead.
+        """
+        assert self.host is None, "the host stand-in is delivering the queue already"
+        queue, (retry, _binding) = self._azurite_queue(RETRY_QUEUE_NAME), registered_function("RetryPipelineRun")
+        processed, deadline = 0, time.monotonic() + timeout
+        while True:
+            try:
+                messages = list(queue.receive_messages(messages_per_page=32, visibility_timeout=120))
+            except ResourceNotFoundError:
+                return processed  # never created: nothing was ever queued
+            if not messages:
+                if queue.get_queue_properties().approximate_message_count == 0:
+                    return processed
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"retry queue not drained after {timeout:.0f} s ({processed} processed)")
+                time.sleep(0.1)
+                continue
+            for message in messages:
+                body = base64.b64decode(message.content)
+                retry(FunctionsQueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt,
+                                        dequeue_count=message.dequeue_count))
+                queue.delete_message(message)
+                processed += 1
 
     def write_retry_message(self, text: str, *, encode: bool = True) -> None:
         """Put a message on the retry queue as anyone with access to it could."""

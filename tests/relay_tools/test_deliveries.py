@@ -32,7 +32,7 @@ def relay(harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(tmp_path / "no-az"))
     monkeypatch.setenv("USER", "alice")
     monkeypatch.delenv("RELAY_OPERATOR", raising=False)
-    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5)
+    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, run_host=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:

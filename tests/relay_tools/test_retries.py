@@ -34,7 +34,8 @@ def relay(harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(tmp_path / "no-az"))
     monkeypatch.setenv("USER", "carol")
     monkeypatch.delenv("RELAY_OPERATOR", raising=False)
-    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, max_attempts=1)
+    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, max_attempts=1,
+                   run_host=False)
 
 
 def poisoned(relay: RelayHarness, *, retry_fault: Fault) -> Delivery:

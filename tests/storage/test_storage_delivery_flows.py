@@ -40,11 +40,11 @@ def unrouted_delivery() -> Delivery:
     body = json.dumps({"entity": "model_version_alias", "action": "created", "timestamp": "2026-11-28T15:29:01+00:00",
                        "data": {"name": "fraud-detector", "alias": "challenger", "version": "4"}}).encode()
     headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=int(time.time()), secret=WEBHOOK_SECRET)
-    return Delivery(delivery_id, body, headers)
+    return Delivery(delivery_id, "4", body, headers)
 
 
 def forged(delivery: Delivery, **header_changes: str) -> Delivery:
-    return Delivery(delivery.delivery_id, delivery.body, {**delivery.headers, **header_changes})
+    return Delivery(delivery.delivery_id, delivery.version, delivery.body, {**delivery.headers, **header_changes})
 
 
 def records(relay_harness: RelayHarness) -> dict[str, DeliveryRecord]:
@@ -54,7 +54,7 @@ def records(relay_harness: RelayHarness) -> dict[str, DeliveryRecord]:
 
 
 def test_the_log_tells_each_deliverys_story(harness: Callable[..., RelayHarness]) -> None:
-    relay = log_harness(harness, deadline=0.5, max_attempts=1)
+    relay = log_harness(harness, deadline=0.5, max_attempts=1, run_host=False)
     triggered, queued, refused, poisoned = (mlflow_delivery(version=v) for v in (1, 2, 3, 4))
     stage = databricks_delivery(version=5)
     ignored = unrouted_delivery()
@@ -89,7 +89,7 @@ def test_the_log_tells_each_deliverys_story(harness: Callable[..., RelayHarness]
         assert relay.post(bad).status == 401
     malformed = b"{not json"
     signed = mlflow_signed_headers(malformed, delivery_id="m-1", timestamp=int(time.time()), secret=WEBHOOK_SECRET)
-    assert relay.post(Delivery("m-1", malformed, signed)).status == 400
+    assert relay.post(Delivery("m-1", "0", malformed, signed)).status == 400
 
     log = records(relay)
     status = {d.delivery_id: log[d.delivery_id].status for d in (triggered, stage, ignored, refused, queued, poisoned,
@@ -123,12 +123,11 @@ def _drain_only(relay: RelayHarness, delivery_id: str) -> list[str]:
     from relay.names import RETRY_QUEUE_NAME
     from standins.harness import registered_function
 
-    assert relay.storage
     # Both policies: update_message sends the content again, and it must stay base64.
-    queue = QueueClient.from_connection_string(relay.storage, RETRY_QUEUE_NAME,
+    queue = QueueClient.from_connection_string(relay.azurite.connection_string, RETRY_QUEUE_NAME,
                                                message_decode_policy=TextBase64DecodePolicy(),
                                                message_encode_policy=TextBase64EncodePolicy())  # fmt: skip
-    retry, done = registered_function("RetryPipelineRun"), []
+    (retry, _binding), done = registered_function("RetryPipelineRun"), []
     deadline = time.monotonic() + 30
     while len(done) < 2 and time.monotonic() < deadline:
         for message in list(queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30)):
@@ -150,8 +149,7 @@ def _runs_of(relay: RelayHarness, delivery_id: str) -> dict[str, int]:
 
 
 def _holds_no_secret_and_no_body(relay: RelayHarness) -> None:
-    assert relay.storage
-    table = TableServiceClient.from_connection_string(relay.storage).get_table_client(
+    table = TableServiceClient.from_connection_string(relay.azurite.connection_string).get_table_client(
         relay.settings["DELIVERY_LOG_TABLE"])
     stored = json.dumps([dict(e) for e in table.list_entities()], default=str)
     for secret in (WEBHOOK_SECRET, relay.settings["DEVOPS_PAT"], "X-MLflow-Signature", "not json"):
