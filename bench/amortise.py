@@ -48,12 +48,19 @@ def run_amortisation(workdir: Path, rules: Path, *, deliveries: int, threads: in
     vault = KeyVaultStandIn(devops.tls, identity, secrets={WEBHOOK_SECRET_NAME: WEBHOOK_SECRET}).start()
     try:
         relay.composition.azure_credential.cache_clear()
-        apply_environ({
-            "DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_AUTH": "managed-identity",
-            "DEVOPS_CA_BUNDLE": str(devops.tls.ca_file), "KEY_VAULT_URL": vault.vault_url,
-            "IDENTITY_ENDPOINT": identity.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER,
-            "REQUESTS_CA_BUNDLE": str(devops.tls.ca_file), "ROUTES_FILE": str(rules),
-        })  # fmt: skip
+        apply_environ(
+            {
+                "DEVOPS_ORG_URL": devops.org_url,
+                "DEVOPS_PROJECT": PROJECT,
+                "DEVOPS_AUTH": "managed-identity",
+                "DEVOPS_CA_BUNDLE": str(devops.tls.ca_file),
+                "KEY_VAULT_URL": vault.vault_url,
+                "IDENTITY_ENDPOINT": identity.endpoint,
+                "IDENTITY_HEADER": IDENTITY_HEADER,
+                "REQUESTS_CA_BUNDLE": str(devops.tls.ca_file),
+                "ROUTES_FILE": str(rules),
+            }
+        )
         handler = relay_handler()
         requests = []
         ids = []
@@ -76,10 +83,17 @@ def run_amortisation(workdir: Path, rules: Path, *, deliveries: int, threads: in
         secret_reads = built.service.verifier.secrets.reads
         acquisitions = built.service._starter._auth.acquisitions  # type: ignore[attr-defined]
         ttl = relay.composition.load_settings().secret_cache_seconds
-        return AmortisationResult(deliveries, len(started), dict(vault.reads), vault.challenges,
-                                  {("Azure DevOps" if r == DEVOPS_RESOURCE else "Key Vault"): n
-                                   for r, n in identity.tokens.items()},
-                                  secret_reads, acquisitions, elapsed, ttl)  # fmt: skip
+        return AmortisationResult(
+            deliveries,
+            len(started),
+            dict(vault.reads),
+            vault.challenges,
+            {("Azure DevOps" if r == DEVOPS_RESOURCE else "Key Vault"): n for r, n in identity.tokens.items()},
+            secret_reads,
+            acquisitions,
+            elapsed,
+            ttl,
+        )
     finally:
         apply_environ({})
         relay.composition.azure_credential.cache_clear()

@@ -56,12 +56,18 @@ class BurstResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "deliveries": self.deliveries, "statuses": self.statuses, "answered_ok": self.answered_ok,
-            "p50_ms": percentile(self.latencies_ms, 50), "p99_ms": percentile(self.latencies_ms, 99),
-            "max_ms": max(self.latencies_ms, default=float("nan")), "wall_s": self.wall_s,
-            "runs_at_standin": self.runs, "lost": self.lost, "duplicated": self.duplicated,
+            "deliveries": self.deliveries,
+            "statuses": self.statuses,
+            "answered_ok": self.answered_ok,
+            "p50_ms": percentile(self.latencies_ms, 50),
+            "p99_ms": percentile(self.latencies_ms, 99),
+            "max_ms": max(self.latencies_ms, default=float("nan")),
+            "wall_s": self.wall_s,
+            "runs_at_standin": self.runs,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
             "devops_latency_s": self.devops_latency_s,
-        }  # fmt: skip
+        }
 
 
 def _free_port() -> int:
@@ -112,12 +118,21 @@ async def _post_all(base_url: str, count: int) -> tuple[list[tuple[int, str, flo
 def run_burst(workdir: Path, rules: Path, *, deliveries: int, latency: float = 0.0) -> BurstResult:
     standin = start_devops_standin(workdir / "burst", pat=DEVOPS_PAT, latency=latency)
     port = _free_port()
-    env = clean_environ(os.environ, {
-        "DEVOPS_ORG_URL": standin.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
-    })  # fmt: skip
-    process = subprocess.Popen(_serve_command(port), env=env, cwd=REPO_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    env = clean_environ(
+        os.environ,
+        {
+            "DEVOPS_ORG_URL": standin.org_url,
+            "DEVOPS_PROJECT": PROJECT,
+            "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "DEVOPS_AUTH": "pat",
+            "DEVOPS_PAT": DEVOPS_PAT,
+            "ROUTES_FILE": str(rules),
+        },
+    )
+    process = subprocess.Popen(
+        _serve_command(port), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         base_url = f"http://127.0.0.1:{port}"
         _wait_ready(base_url, process)
@@ -130,8 +145,9 @@ def run_burst(workdir: Path, rules: Path, *, deliveries: int, latency: float = 0
         ours = [d for d in started if d in wanted]
         statuses = Counter(f"{code} {status}" for code, status, _ in answers)
         ok = sum(1 for code, status, _ in answers if code == 200 and status == "triggered")
-        return BurstResult(deliveries, dict(statuses), ok, [ms for *_, ms in answers], wall,
-                           len(ours), len(set(ours)), latency)  # fmt: skip
+        return BurstResult(
+            deliveries, dict(statuses), ok, [ms for *_, ms in answers], wall, len(ours), len(set(ours)), latency
+        )
     finally:
         process.terminate()
         try:

@@ -111,8 +111,9 @@ report = {"answered_at": time.time(), "status": response.status_code, "timings":
 )
 TRIVIAL_CHILD = _TRIVIAL_TEMPLATE
 PYDANTIC_YAML_HTTPX = "from pydantic import BaseModel, Field, field_validator; import yaml, httpx, httpcore"
-FLOOR_IMPORTS = (f"{PYDANTIC_YAML_HTTPX}; import azure.keyvault.secrets, azure.data.tables, requests, "
-                 "azure.core.pipeline.transport")
+FLOOR_IMPORTS = (
+    f"{PYDANTIC_YAML_HTTPX}; import azure.keyvault.secrets, azure.data.tables, requests, azure.core.pipeline.transport"
+)
 FLOOR_CHILD = _TRIVIAL_TEMPLATE.replace("_SDK_IMPORTS = None", FLOOR_IMPORTS)
 
 RELAY_CHILD = (
@@ -136,8 +137,7 @@ report = {"answered_at": time.time(), "status": response.status_code, "answer": 
 )
 # The same child for the seed app, with an empty SDK route cache (``~/.azure-devops``) per process.
 SEED_CHILD = (
-    "import os, tempfile\nos.environ['AZURE_DEVOPS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seed-cache-')\n"
-    + RELAY_CHILD
+    "import os, tempfile\nos.environ['AZURE_DEVOPS_CACHE_DIR'] = tempfile.mkdtemp(prefix='seed-cache-')\n" + RELAY_CHILD
 )
 
 
@@ -154,9 +154,12 @@ class ColdSamples:
         self.distributions.update(report["distributions"])
 
     def summary(self) -> dict[str, Any]:
-        return {"runs": len(self.wall_ms), "wall_median_ms": median(self.wall_ms),
-                **{f"{k}_median_ms": median(v) for k, v in self.parts.items()},
-                "distributions": sorted(self.distributions)}  # fmt: skip
+        return {
+            "runs": len(self.wall_ms),
+            "wall_median_ms": median(self.wall_ms),
+            **{f"{k}_median_ms": median(v) for k, v in self.parts.items()},
+            "distributions": sorted(self.distributions),
+        }
 
 
 @dataclass
@@ -177,20 +180,31 @@ class ColdResult:
         )
 
     def summary(self) -> dict[str, Any]:
-        return {"trivial": self.trivial.summary(), "floor": self.floor.summary(),
-                "relay_key_vault": self.relay_key_vault.summary(),
-                "relay_env_secrets": self.relay_env_secrets.summary(),
-                "relay_standin_ca": self.relay_standin_ca.summary(), "seed": self.seed.summary(),
-                "import_function_app_median_ms": self.import_delta_ms,
-                "runs_at_standin": self.runs_at_standin}  # fmt: skip
+        return {
+            "trivial": self.trivial.summary(),
+            "floor": self.floor.summary(),
+            "relay_key_vault": self.relay_key_vault.summary(),
+            "relay_env_secrets": self.relay_env_secrets.summary(),
+            "relay_standin_ca": self.relay_standin_ca.summary(),
+            "seed": self.seed.summary(),
+            "import_function_app_median_ms": self.import_delta_ms,
+            "runs_at_standin": self.runs_at_standin,
+        }
 
 
 def _spawn(package: DeploymentPackage, code: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     delivery = mlflow_delivery()
     env = {**env, "BENCH_DELIVERY": json.dumps({"headers": delivery.headers, "body": delivery.body.decode()})}
     started = time.time()
-    done = subprocess.run([str(package.python), "-c", code], env=env, cwd=package.app_dir, capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(package.python), "-c", code],
+        env=env,
+        cwd=package.app_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -217,34 +231,59 @@ def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
     ca, standin_ca = str(azure_like_ca_bundle(devops.tls.ca_file, workdir / "cold")), str(devops.tls.ca_file)
     try:
         with running_azurite() as azurite:
-            common = {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": ca,
-                      "DEVOPS_AUTH": "pat",
-                      "ROUTES_FILE": str(rules), "PYTHONPATH": str(package.app_dir),
-                      "AzureWebJobsStorage": azurite.connection_string}  # fmt: skip
+            common = {
+                "DEVOPS_ORG_URL": devops.org_url,
+                "DEVOPS_PROJECT": PROJECT,
+                "DEVOPS_CA_BUNDLE": ca,
+                "DEVOPS_AUTH": "pat",
+                "ROUTES_FILE": str(rules),
+                "PYTHONPATH": str(package.app_dir),
+                "AzureWebJobsStorage": azurite.connection_string,
+            }
             base = clean_environ(os.environ, {})
-            key_vault_env = {**base, **common, "KEY_VAULT_URL": vault.vault_url,
-                             "IDENTITY_ENDPOINT": identity.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER,
-                             "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID, "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}
-            standin_ca_env = {**key_vault_env, "DEVOPS_CA_BUNDLE": standin_ca, "REQUESTS_CA_BUNDLE": standin_ca,
-                              "SSL_CERT_FILE": standin_ca}
+            key_vault_env = {
+                **base,
+                **common,
+                "KEY_VAULT_URL": vault.vault_url,
+                "IDENTITY_ENDPOINT": identity.endpoint,
+                "IDENTITY_HEADER": IDENTITY_HEADER,
+                "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
+                "REQUESTS_CA_BUNDLE": ca,
+                "SSL_CERT_FILE": ca,
+            }
+            standin_ca_env = {
+                **key_vault_env,
+                "DEVOPS_CA_BUNDLE": standin_ca,
+                "REQUESTS_CA_BUNDLE": standin_ca,
+                "SSL_CERT_FILE": standin_ca,
+            }
             env_secrets_env = {**base, **common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}
             trivial_env = {**base, "PYTHONPATH": str(package.app_dir)}
-            seed_env = {**base, "DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_PAT": DEVOPS_PAT,
-                        "SEED_PIPELINE_ID": str(SEED_PIPELINE_ID), "REQUESTS_CA_BUNDLE": ca,
-                        "PYTHONPATH": str(seed.app_dir)}
-            result = ColdResult(ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(),
-                                ColdSamples(), 0)
+            seed_env = {
+                **base,
+                "DEVOPS_ORG_URL": devops.org_url,
+                "DEVOPS_PROJECT": PROJECT,
+                "DEVOPS_PAT": DEVOPS_PAT,
+                "SEED_PIPELINE_ID": str(SEED_PIPELINE_ID),
+                "REQUESTS_CA_BUNDLE": ca,
+                "PYTHONPATH": str(seed.app_dir),
+            }
+            result = ColdResult(
+                ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), ColdSamples(), 0
+            )
             _spawn(package, TRIVIAL_CHILD, trivial_env)  # first touches of the page cache are not a cold *instance*
             _spawn(package, RELAY_CHILD, key_vault_env)  # ... and this one also creates the ledger's table
             _spawn(seed, SEED_CHILD, seed_env)
             before = len(devops.runs)
             for i in range(repeats):
-                kinds = [(package, TRIVIAL_CHILD, trivial_env, result.trivial),
-                         (package, FLOOR_CHILD, trivial_env, result.floor),
-                         (package, RELAY_CHILD, key_vault_env, result.relay_key_vault),
-                         (package, RELAY_CHILD, env_secrets_env, result.relay_env_secrets),
-                         (package, RELAY_CHILD, standin_ca_env, result.relay_standin_ca),
-                         (seed, SEED_CHILD, seed_env, result.seed)]
+                kinds = [
+                    (package, TRIVIAL_CHILD, trivial_env, result.trivial),
+                    (package, FLOOR_CHILD, trivial_env, result.floor),
+                    (package, RELAY_CHILD, key_vault_env, result.relay_key_vault),
+                    (package, RELAY_CHILD, env_secrets_env, result.relay_env_secrets),
+                    (package, RELAY_CHILD, standin_ca_env, result.relay_standin_ca),
+                    (seed, SEED_CHILD, seed_env, result.seed),
+                ]
                 for where, code, env, sink in kinds if i % 2 == 0 else reversed(kinds):
                     sink.add(*_spawn(where, code, env))
     finally:
@@ -253,8 +292,9 @@ def run_cold(workdir: Path, rules: Path, *, repeats: int) -> ColdResult:
         identity.stop()
     result.runs_at_standin = len(devops.runs) - before
     if result.runs_at_standin != 4 * repeats:
-        raise RuntimeError(f"{4 * repeats} cold deliveries (relay and seed) but {result.runs_at_standin} runs "
-                           "at the stand-in")
+        raise RuntimeError(
+            f"{4 * repeats} cold deliveries (relay and seed) but {result.runs_at_standin} runs at the stand-in"
+        )
     if vault.reads["mlflow-webhook-secret"] < 2 * repeats + 1:
         raise RuntimeError("the Key Vault cold runs did not read the vault")
     missing = result.relay_key_vault.distributions - result.floor.distributions

@@ -60,10 +60,18 @@ class ColdPathResult:
 
     def summary(self) -> dict[str, Any]:
         base = self.trivial.summary()["wall_median_ms"]
-        return {"trivial_wall_median_ms": base,
-                "floors": {name: {"wall_median_ms": median(s.wall_ms), "ratio_to_trivial": median(s.wall_ms) / base,
-                                  "runs": len(s.wall_ms)} for name, s in self.floors.items()},
-                "relay_imports_ms": dict(sorted(self.imports_ms.items(), key=lambda kv: -kv[1]))}
+        return {
+            "trivial_wall_median_ms": base,
+            "floors": {
+                name: {
+                    "wall_median_ms": median(s.wall_ms),
+                    "ratio_to_trivial": median(s.wall_ms) / base,
+                    "runs": len(s.wall_ms),
+                }
+                for name, s in self.floors.items()
+            },
+            "relay_imports_ms": dict(sorted(self.imports_ms.items(), key=lambda kv: -kv[1])),
+        }
 
 
 def _package_of(module: str) -> str:
@@ -81,8 +89,15 @@ def import_profile(package: DeploymentPackage, env: dict[str, str]) -> dict[str,
 
     delivery = mlflow_delivery()
     env = {**env, "BENCH_DELIVERY": json.dumps({"headers": delivery.headers, "body": delivery.body.decode()})}
-    done = subprocess.run([str(package.python), "-X", "importtime", "-c", RELAY_CHILD], env=env,
-                          cwd=package.app_dir, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(package.python), "-X", "importtime", "-c", RELAY_CHILD],
+        env=env,
+        cwd=package.app_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"import profile child failed: {done.stderr[-2000:]}")
     totals: dict[str, float] = {}
@@ -105,8 +120,9 @@ def run_cold_path(workdir: Path, rules: Path, *, repeats: int) -> ColdPathResult
     result = ColdPathResult(floors={name: ColdSamples() for name in FLOORS})
     identity = IdentityStandIn().start()
     devops = start_devops_standin(workdir / "cold-path", pat=DEVOPS_PAT)
-    vault = ProxiedVault(devops.tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET,
-                                                        "devops-pat": DEVOPS_PAT}).start()
+    vault = ProxiedVault(
+        devops.tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
+    ).start()
     proxy = LatencyProxy(0.0)
     try:
         with running_azurite() as azurite:
@@ -121,7 +137,8 @@ def run_cold_path(workdir: Path, rules: Path, *, repeats: int) -> ColdPathResult
     trivial_env = clean_environ(os.environ, {"PYTHONPATH": str(package.app_dir)})
     kinds = [(TRIVIAL_CHILD, result.trivial)] + [
         (_TRIVIAL_TEMPLATE.replace("_SDK_IMPORTS = None", imports), result.floors[name])
-        for name, imports in FLOORS.items()]
+        for name, imports in FLOORS.items()
+    ]
     _spawn(package, TRIVIAL_CHILD, trivial_env)
     for i in range(repeats):
         for code, sink in kinds if i % 2 == 0 else reversed(kinds):

@@ -28,9 +28,15 @@ ALIAS = "champion"
 # Every setting the relay reads that could leak in from the caller's shell and change the path.
 RELAY_SETTINGS = SETTING_NAMES | {
     # ... and what azure-identity and the TLS stacks read on their own.
-    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE",
-}  # fmt: skip
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+}
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,14 @@ def mlflow_delivery(*, secret: str = WEBHOOK_SECRET, version: int = 1) -> Signed
     """A distinct delivery (new delivery id, current timestamp), so the ledger never answers "duplicate"."""
     delivery_id = str(uuid.uuid4())
     timestamp = int(time.time())
-    body = json.dumps({
-        "entity": "model_version_alias", "action": "created",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(timestamp)),
-        "data": {"name": MODEL, "alias": ALIAS, "version": str(version)},
-    }).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(timestamp)),
+            "data": {"name": MODEL, "alias": ALIAS, "version": str(version)},
+        }
+    ).encode()
     headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=timestamp, secret=secret)
     return SignedDelivery(delivery_id, headers, body)
 
@@ -116,9 +125,13 @@ def machine() -> dict[str, object]:
     except OSError:
         kernel = platform.platform()
     return {
-        "nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-        "implementation": platform.python_implementation(), "kernel": kernel, "executable": sys.executable,
-    }  # fmt: skip
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": kernel,
+        "executable": sys.executable,
+    }
 
 
 def azure_like_ca_bundle(ca_file: Path, workdir: Path) -> Path:
@@ -132,8 +145,9 @@ def azure_like_ca_bundle(ca_file: Path, workdir: Path) -> Path:
 
     bundle = workdir / "azure-like-ca-bundle.pem"
     workdir.mkdir(parents=True, exist_ok=True)
-    bundle.write_text(Path(certifi.where()).read_text(encoding="ascii") + "\n" + ca_file.read_text(encoding="ascii"),
-                      encoding="ascii")
+    bundle.write_text(
+        Path(certifi.where()).read_text(encoding="ascii") + "\n" + ca_file.read_text(encoding="ascii"), encoding="ascii"
+    )
     return bundle
 
 

@@ -102,8 +102,9 @@ print(json.dumps({"wall_s": wall, "answers": answers, "delivery_ids": ids, "thre
 
 BASELINE = "bare httpx.AsyncClient POSTs (no relay, no worker)"
 # What infra/resources.bicep sets as perInstanceConcurrency and PYTHON_THREADPOOL_THREAD_COUNT (equal).
-_TEMPLATE_SETTING = re.search(r"param httpPerInstanceConcurrency int = (\d+)",
-                              (REPO_ROOT / "infra" / "resources.bicep").read_text())
+_TEMPLATE_SETTING = re.search(
+    r"param httpPerInstanceConcurrency int = (\d+)", (REPO_ROOT / "infra" / "resources.bicep").read_text()
+)
 PER_INSTANCE_CONCURRENCY = int(_TEMPLATE_SETTING.group(1)) if _TEMPLATE_SETTING else 16
 
 
@@ -121,10 +122,18 @@ class VariantResult:
     runs_one_each: bool
 
     def summary(self) -> dict[str, Any]:
-        return {"deliveries": self.deliveries, "concurrency": self.concurrency, "threads": self.threads,
-                "cpus": self.cpus, "wall_s": round(self.wall_s, 2), "answered_triggered": self.ok,
-                "p50_ms": percentile(self.latency_ms, 50), "p99_ms": percentile(self.latency_ms, 99),
-                "instance_s_per_1000": self.wall_s * 1000 / self.deliveries, "one_run_each": self.runs_one_each}
+        return {
+            "deliveries": self.deliveries,
+            "concurrency": self.concurrency,
+            "threads": self.threads,
+            "cpus": self.cpus,
+            "wall_s": round(self.wall_s, 2),
+            "answered_triggered": self.ok,
+            "p50_ms": percentile(self.latency_ms, 50),
+            "p99_ms": percentile(self.latency_ms, 99),
+            "instance_s_per_1000": self.wall_s * 1000 / self.deliveries,
+            "one_run_each": self.runs_one_each,
+        }
 
 
 def _async_app(sync_app: Path) -> Path:
@@ -150,21 +159,42 @@ def run_concurrency(workdir: Path, rules: Path, *, deliveries: int, latency: flo
     async_app = _async_app(sync_app)
     standin = start_devops_standin(workdir / "concurrency", pat=DEVOPS_PAT, latency=latency)
     n, c = deliveries, PER_INSTANCE_CONCURRENCY
-    variants = [(BASELINE, sync_app, {}, n),
-                ("sync def, default thread pool", sync_app, {}, n),
-                ("sync def, PYTHON_THREADPOOL_THREAD_COUNT=32", sync_app, {"PYTHON_THREADPOOL_THREAD_COUNT": "32"}, n),
-                (f"sync def, {c} threads, at most {c} in flight (the template)", sync_app,
-                 {"PYTHON_THREADPOOL_THREAD_COUNT": str(c)}, c),
-                ("async def + httpx.AsyncClient", async_app, {}, n)]
+    variants = [
+        (BASELINE, sync_app, {}, n),
+        ("sync def, default thread pool", sync_app, {}, n),
+        ("sync def, PYTHON_THREADPOOL_THREAD_COUNT=32", sync_app, {"PYTHON_THREADPOOL_THREAD_COUNT": "32"}, n),
+        (
+            f"sync def, {c} threads, at most {c} in flight (the template)",
+            sync_app,
+            {"PYTHON_THREADPOOL_THREAD_COUNT": str(c)},
+            c,
+        ),
+        ("async def + httpx.AsyncClient", async_app, {}, n),
+    ]
     results: dict[str, VariantResult] = {}
     try:
         for name, app_dir, extra, limit in variants:
-            env = clean_environ(os.environ, {**relay_settings(standin, rules), **extra, "PYTHONPATH": str(app_dir),
-                                             "BENCH_REPO": str(REPO_ROOT), "BENCH_N": str(deliveries),
-                                             "BENCH_C": str(limit)})
+            env = clean_environ(
+                os.environ,
+                {
+                    **relay_settings(standin, rules),
+                    **extra,
+                    "PYTHONPATH": str(app_dir),
+                    "BENCH_REPO": str(REPO_ROOT),
+                    "BENCH_N": str(deliveries),
+                    "BENCH_C": str(limit),
+                },
+            )
             code = BARE_CHILD if name == BASELINE else CHILD
-            done = subprocess.run([sys.executable, "-c", code], cwd=app_dir, env=env, capture_output=True,
-                                  text=True, timeout=600, check=False)
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=app_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if done.returncode != 0 or not lines:
                 raise RuntimeError(f"{name}: worker failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -172,9 +202,18 @@ def run_concurrency(workdir: Path, rules: Path, *, deliveries: int, latency: flo
             started = [r.template_parameters.get("delivery_id") for r in standin.runs]
             one_each = all(started.count(d) == 1 for d in report["delivery_ids"])
             ok = sum(1 for status, label, *_ in report["answers"] if status == 200 and label == "triggered")
-            results[name] = VariantResult(name, deliveries, limit, report["threads"], report["cpus"],
-                                          report["wall_s"], [a[2] * 1000 for a in report["answers"]],
-                                          [a[3] * 1000 for a in report["answers"]], ok, one_each)
+            results[name] = VariantResult(
+                name,
+                deliveries,
+                limit,
+                report["threads"],
+                report["cpus"],
+                report["wall_s"],
+                [a[2] * 1000 for a in report["answers"]],
+                [a[3] * 1000 for a in report["answers"]],
+                ok,
+                one_each,
+            )
             if ok != deliveries or not one_each:
                 raise RuntimeError(f"{name}: {ok}/{deliveries} answered triggered, one run each: {one_each}")
     finally:

@@ -28,9 +28,14 @@ class FanOutResult:
     expected_runs: int
 
     def summary(self) -> dict[str, Any]:
-        return {"devops_latency_s": self.latency_s, "repeats": len(self.one_rule_ms),
-                "one_rule_median_ms": median(self.one_rule_ms), "five_rules_median_ms": median(self.five_rules_ms),
-                "runs_at_standin": self.runs, "expected_runs": self.expected_runs}  # fmt: skip
+        return {
+            "devops_latency_s": self.latency_s,
+            "repeats": len(self.one_rule_ms),
+            "one_rule_median_ms": median(self.one_rule_ms),
+            "five_rules_median_ms": median(self.five_rules_ms),
+            "runs_at_standin": self.runs,
+            "expected_runs": self.expected_runs,
+        }
 
 
 def _deliver(service: Any, rules: int) -> float:

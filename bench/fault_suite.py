@@ -49,8 +49,10 @@ def named_scenarios() -> list[Scenario]:
         ("queued-copy", {}, lambda h: scenarios.queued_write_fails(h, copy_during_lease=True)),
         ("redelivery", {"deadline": round(longest - 0.05, 2)}, scenarios.retry_function_fails_once),
     ]
-    rows += [(f"ambiguous-{n}", {}, lambda h, k=kind: scenarios.ambiguous_devops_failure(h, k))
-             for n, kind in enumerate(scenarios.AMBIGUOUS)]
+    rows += [
+        (f"ambiguous-{n}", {}, lambda h, k=kind: scenarios.ambiguous_devops_failure(h, k))
+        for n, kind in enumerate(scenarios.AMBIGUOUS)
+    ]
     rows += [
         ("listing", {}, lambda h: scenarios.ambiguous_devops_failure(h, "run created, then 504", listing_fails=2)),
         ("last-ambiguous", {"max_attempts": 1}, scenarios.ambiguous_last_attempt),
@@ -73,8 +75,9 @@ def run_suite(args: argparse.Namespace, azurite: Azurite, workdir: Path) -> list
                 rows.append(scenario(harness))
             print(f"  {rows[-1].scenario}: {dict(rows[-1].endings)}", file=sys.stderr, flush=True)
     for seed in args.seeds:
-        with RelayHarness(azurite, workdir / f"mix-{seed}", host_instances=2, lose_result=0.2, max_attempts=2,
-                          seed=seed) as harness:
+        with RelayHarness(
+            azurite, workdir / f"mix-{seed}", host_instances=2, lose_result=0.2, max_attempts=2, seed=seed
+        ) as harness:
             rows.append(fault_mix(harness, MixPlan(events=args.events, seed=seed)))
         print(f"  {rows[-1].scenario}: {dict(rows[-1].endings)}", file=sys.stderr, flush=True)
     return rows
@@ -100,8 +103,12 @@ def totals(rows: list[Figures]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=lambda v: [int(s) for s in v.split(",") if s], default=[1, 2, 3],
-                        help="one random fault mix per seed (comma-separated)")
+    parser.add_argument(
+        "--seeds",
+        type=lambda v: [int(s) for s in v.split(",") if s],
+        default=[1, 2, 3],
+        help="one random fault mix per seed (comma-separated)",
+    )
     parser.add_argument("--events", type=int, default=24, help="distinct events per random mix")
     parser.add_argument("--skip-scenarios", action="store_true", help="only the random mixes")
     args = parser.parse_args(argv)
@@ -120,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {line}" for line in lines))
     print()
     print(totals(rows))
-    print(f"\nAzurite tables+queues behind the fault proxy, TLS DevOps stand-in, queue host stand-in, registered "
-          f"functions; time x{TimeScale().factor:g} (standins/timescale.py); total {time.monotonic() - started:.0f} s")
+    print(
+        f"\nAzurite tables+queues behind the fault proxy, TLS DevOps stand-in, queue host stand-in, registered "
+        f"functions; time x{TimeScale().factor:g} (standins/timescale.py); total {time.monotonic() - started:.0f} s"
+    )
     return 1 if any(r.violations for r in rows) else 0
 
 

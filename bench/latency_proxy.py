@@ -78,15 +78,19 @@ class LatencyProxy:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(self._forward_delayed(reader, up_writer, service, connection),
-                                 self._forward(up_reader, writer), return_exceptions=True)
+            await asyncio.gather(
+                self._forward_delayed(reader, up_writer, service, connection),
+                self._forward(up_reader, writer),
+                return_exceptions=True,
+            )
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
-    async def _forward_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: str,
-                               connection: int) -> None:
+    async def _forward_delayed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: str, connection: int
+    ) -> None:
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         window_ends = 0.0
 

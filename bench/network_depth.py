@@ -59,31 +59,53 @@ class DepthResult:
         for flight in self.sequence:
             counts = per_service.setdefault(flight["service"], {"connect": 0, "send": 0})
             counts[flight["kind"]] += 1
-        return {"delay_ms": self.delay_s * 1000, "runs": len(self.first_answer_ms[0.0]),
-                "first_answer_median_ms": {f"{d * 1000:.0f}": median(v) for d, v in self.first_answer_ms.items()},
-                "sequential_round_trips": round(self.round_trips, 1), "flights_per_service": per_service,
-                "sequence": self.sequence}
+        return {
+            "delay_ms": self.delay_s * 1000,
+            "runs": len(self.first_answer_ms[0.0]),
+            "first_answer_median_ms": {f"{d * 1000:.0f}": median(v) for d, v in self.first_answer_ms.items()},
+            "sequential_round_trips": round(self.round_trips, 1),
+            "flights_per_service": per_service,
+            "sequence": self.sequence,
+        }
 
 
-def _environment(proxy: LatencyProxy, identity: IdentityStandIn, vault: ProxiedVault, devops: Any,
-                 ports: dict[str, int], rules: Path, app_dir: Path) -> dict[str, str]:
+def _environment(
+    proxy: LatencyProxy,
+    identity: IdentityStandIn,
+    vault: ProxiedVault,
+    devops: Any,
+    ports: dict[str, int],
+    rules: Path,
+    app_dir: Path,
+) -> dict[str, str]:
     identity_port = proxy.add("identity", int(identity._server.server_address[1]))  # type: ignore[union-attr]
     vault.proxy_port = proxy.add("keyvault", vault.port)
     devops_port = proxy.add("devops", devops.port)
-    storage = azurite_connection_string(blob_port=proxy.add("blob", ports["blob"]),
-                                        queue_port=proxy.add("queue", ports["queue"]),
-                                        table_port=proxy.add("table", ports["table"]))
+    storage = azurite_connection_string(
+        blob_port=proxy.add("blob", ports["blob"]),
+        queue_port=proxy.add("queue", ports["queue"]),
+        table_port=proxy.add("table", ports["table"]),
+    )
     ca = str(azure_like_ca_bundle(devops.tls.ca_file, app_dir.parent))
-    return clean_environ(os.environ, {
-        "DEVOPS_ORG_URL": devops.org_url.replace(f":{devops.port}/", f":{devops_port}/"),
-        # The PAT from Key Vault (DEVOPS_AUTH=pat): the stand-in admits no identity token as a member.
-        "DEVOPS_PROJECT": PROJECT, "DEVOPS_AUTH": "pat", "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules),
-        "PYTHONPATH": str(app_dir),
-        "AzureWebJobsStorage": storage, "KEY_VAULT_URL": f"https://127.0.0.1:{vault.proxy_port}",
-        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{identity_port}/msi/token", "IDENTITY_HEADER": IDENTITY_HEADER,
-        "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
-        "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca,
-    })
+    return clean_environ(
+        os.environ,
+        {
+            "DEVOPS_ORG_URL": devops.org_url.replace(f":{devops.port}/", f":{devops_port}/"),
+            # The PAT from Key Vault (DEVOPS_AUTH=pat): the stand-in admits no identity token as a member.
+            "DEVOPS_PROJECT": PROJECT,
+            "DEVOPS_AUTH": "pat",
+            "DEVOPS_CA_BUNDLE": ca,
+            "ROUTES_FILE": str(rules),
+            "PYTHONPATH": str(app_dir),
+            "AzureWebJobsStorage": storage,
+            "KEY_VAULT_URL": f"https://127.0.0.1:{vault.proxy_port}",
+            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{identity_port}/msi/token",
+            "IDENTITY_HEADER": IDENTITY_HEADER,
+            "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
+            "REQUESTS_CA_BUNDLE": ca,
+            "SSL_CERT_FILE": ca,
+        },
+    )
 
 
 def run_network_depth(workdir: Path, rules: Path, *, repeats: int, delay: float = 0.025) -> DepthResult:
@@ -117,8 +139,16 @@ def run_network_depth(workdir: Path, rules: Path, *, repeats: int, delay: float 
                     result.first_answer_ms[d].append(report["timings"]["first_answer"] * 1000)
             slow = setups[1][1]
             start = min((f.at for f in slow.flights), default=0.0)
-            result.sequence = [{"service": f.service, "connection": f.connection, "kind": f.kind,
-                                "at_ms": round((f.at - start) * 1000, 1), "bytes": f.size} for f in slow.flights]
+            result.sequence = [
+                {
+                    "service": f.service,
+                    "connection": f.connection,
+                    "kind": f.kind,
+                    "at_ms": round((f.at - start) * 1000, 1),
+                    "bytes": f.size,
+                }
+                for f in slow.flights
+            ]
             for _d, _proxy, vault, _env in setups:
                 vault.stop()
     finally:

@@ -55,8 +55,10 @@ def venv_of(venv: Path, requirements: Path) -> Path:
             return python
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "-r", str(requirements)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
+            check=True,
+        )
         stamp_file.write_text(_stamp(requirements) + "\n")
         return python
 

@@ -79,8 +79,11 @@ class SeedWarmResult:
     runs_at_standin: int
 
     def summary(self) -> dict[str, Any]:
-        return {"warmup": WARMUP, "runs_at_standin": self.runs_at_standin,
-                **{name: samples.summary() for name, samples in self.variants.items()}}
+        return {
+            "warmup": WARMUP,
+            "runs_at_standin": self.runs_at_standin,
+            **{name: samples.summary() for name, samples in self.variants.items()},
+        }
 
 
 def _child(package: DeploymentPackage, env: dict[str, str], workdir: Path, count: int) -> list[float]:
@@ -88,8 +91,15 @@ def _child(package: DeploymentPackage, env: dict[str, str], workdir: Path, count
     path = workdir / "deliveries.json"
     path.write_text(json.dumps([{"headers": d.headers, "body": d.body.decode()} for d in deliveries]), "utf-8")
     env = {**env, "BENCH_DELIVERIES": str(path), "BENCH_WARMUP": str(WARMUP)}
-    done = subprocess.run([str(package.python), "-c", WARM_CHILD], env=env, cwd=package.app_dir, capture_output=True,
-                          text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [str(package.python), "-c", WARM_CHILD],
+        env=env,
+        cwd=package.app_dir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"warm peer child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -115,19 +125,41 @@ def run_seed_warm(workdir: Path, rules: Path, *, deliveries: int) -> SeedWarmRes
         with running_azurite() as azurite:
             base = clean_environ(os.environ, {"DEVOPS_ORG_URL": devops.org_url, "DEVOPS_PROJECT": PROJECT})
             # PAT auth in every variant: like for like with the seed, which only knows PATs.
-            relay_common = {**base, "DEVOPS_AUTH": "pat", "DEVOPS_CA_BUNDLE": ca, "ROUTES_FILE": str(rules),
-                            "PYTHONPATH": str(relay.app_dir)}
+            relay_common = {
+                **base,
+                "DEVOPS_AUTH": "pat",
+                "DEVOPS_CA_BUNDLE": ca,
+                "ROUTES_FILE": str(rules),
+                "PYTHONPATH": str(relay.app_dir),
+            }
             variants = {
-                "seed: azure-devops SDK, PAT": (seed, {
-                    **base, "DEVOPS_PAT": DEVOPS_PAT, "SEED_PIPELINE_ID": str(SEED_PIPELINE_ID),
-                    "REQUESTS_CA_BUNDLE": ca, "PYTHONPATH": str(seed.app_dir)}),
-                "relay as deployed (Key Vault, Table Storage ledger)": (relay, {
-                    **relay_common, "AzureWebJobsStorage": azurite.connection_string,
-                    "KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
-                    "IDENTITY_HEADER": IDENTITY_HEADER, "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
-                    "REQUESTS_CA_BUNDLE": ca, "SSL_CERT_FILE": ca}),
-                "relay, secrets from env, in-memory ledger": (relay, {
-                    **relay_common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT}),
+                "seed: azure-devops SDK, PAT": (
+                    seed,
+                    {
+                        **base,
+                        "DEVOPS_PAT": DEVOPS_PAT,
+                        "SEED_PIPELINE_ID": str(SEED_PIPELINE_ID),
+                        "REQUESTS_CA_BUNDLE": ca,
+                        "PYTHONPATH": str(seed.app_dir),
+                    },
+                ),
+                "relay as deployed (Key Vault, Table Storage ledger)": (
+                    relay,
+                    {
+                        **relay_common,
+                        "AzureWebJobsStorage": azurite.connection_string,
+                        "KEY_VAULT_URL": vault.vault_url,
+                        "IDENTITY_ENDPOINT": identity.endpoint,
+                        "IDENTITY_HEADER": IDENTITY_HEADER,
+                        "AZURE_CLIENT_ID": USER_ASSIGNED_CLIENT_ID,
+                        "REQUESTS_CA_BUNDLE": ca,
+                        "SSL_CERT_FILE": ca,
+                    },
+                ),
+                "relay, secrets from env, in-memory ledger": (
+                    relay,
+                    {**relay_common, "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_PAT": DEVOPS_PAT},
+                ),
             }
             samples = {name: PeerSamples() for name in variants}
             before = len(devops.runs)

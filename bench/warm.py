@@ -42,8 +42,14 @@ WARMUP = 100
 
 def http_request(delivery: SignedDelivery) -> func.HttpRequest:
     """The request as the Functions worker hands it to the function."""
-    return func.HttpRequest(method="POST", url="http://localhost:7071/api/MLflowWebHookTransition",
-                            headers=dict(delivery.headers), params={}, route_params={}, body=delivery.body)  # fmt: skip
+    return func.HttpRequest(
+        method="POST",
+        url="http://localhost:7071/api/MLflowWebHookTransition",
+        headers=dict(delivery.headers),
+        params={},
+        route_params={},
+        body=delivery.body,
+    )
 
 
 def relay_handler() -> Callable[[func.HttpRequest], func.HttpResponse]:
@@ -57,9 +63,14 @@ def relay_handler() -> Callable[[func.HttpRequest], func.HttpResponse]:
 def relay_settings(standin: DevOpsStandIn, rules: Path) -> dict[str, str]:
     """Local-development secrets from the environment (no Key Vault), PAT auth, in-memory ledger."""
     return {
-        "DEVOPS_ORG_URL": standin.org_url, "DEVOPS_PROJECT": PROJECT, "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules),
-    }  # fmt: skip
+        "DEVOPS_ORG_URL": standin.org_url,
+        "DEVOPS_PROJECT": PROJECT,
+        "DEVOPS_CA_BUNDLE": str(standin.tls.ca_file),
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "DEVOPS_AUTH": "pat",
+        "DEVOPS_PAT": DEVOPS_PAT,
+        "ROUTES_FILE": str(rules),
+    }
 
 
 @dataclass
@@ -74,15 +85,18 @@ class WarmResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "deliveries": len(self.relay_ms), "bare_posts": len(self.bare_ms),
-            "relay_p50_ms": percentile(self.relay_ms, 50), "relay_p99_ms": percentile(self.relay_ms, 99),
-            "bare_p50_ms": percentile(self.bare_ms, 50), "bare_p99_ms": percentile(self.bare_ms, 99),
+            "deliveries": len(self.relay_ms),
+            "bare_posts": len(self.bare_ms),
+            "relay_p50_ms": percentile(self.relay_ms, 50),
+            "relay_p99_ms": percentile(self.relay_ms, 99),
+            "bare_p50_ms": percentile(self.bare_ms, 50),
+            "bare_p99_ms": percentile(self.bare_ms, 99),
             "relay_info_logs_p50_ms": percentile(self.relay_logged_ms, 50),
             "relay_info_logs_p99_ms": percentile(self.relay_logged_ms, 99),
             "relay_runs_at_standin": self.relay_runs,
             "core_loop_p50_us": percentile(self.core_loop_us, 50),
             "core_after_post_p50_us": percentile(self.core_after_post_us, 50),
-        }  # fmt: skip
+        }
 
 
 def _relay_batch(handler: Callable[[func.HttpRequest], func.HttpResponse], n: int, ids: list[str]) -> list[float]:
@@ -167,9 +181,11 @@ def run_warm(workdir: Path, rules: Path, *, deliveries: int) -> WarmResult:
         apply_environ(relay_settings(standin, rules))
         handler = relay_handler()
         # The baseline: what the relay itself would use (CA trust, pool, keep-alive), minus the relay.
-        client = httpx.Client(verify=ssl.create_default_context(cafile=str(standin.tls.ca_file)),
-                              limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-                              headers={"User-Agent": "mlflow-devops-relay/0.1"})  # fmt: skip
+        client = httpx.Client(
+            verify=ssl.create_default_context(cafile=str(standin.tls.ca_file)),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            headers={"User-Agent": "mlflow-devops-relay/0.1"},
+        )
         url = f"{standin.org_url}/{PROJECT}/_apis/pipelines/21/runs?api-version=7.1"
         auth = "Basic " + base64.b64encode(f":{DEVOPS_PAT}".encode()).decode()
         headers = {"Authorization": auth, "Content-Type": "application/json", "Accept": "application/json"}

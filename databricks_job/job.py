@@ -79,10 +79,14 @@ def _decide(params: JobParameters, runtime: JobRuntime) -> JobOutcome:
     base = _run_tags(params, runtime.now())
     try:
         model_version = registry.wait_until_ready(
-            runtime.client, name, version,
-            timeout=params.ready_timeout_seconds, poll=params.poll_seconds,
-            sleep=runtime.sleep, clock=runtime.clock,
-        )  # fmt: skip
+            runtime.client,
+            name,
+            version,
+            timeout=params.ready_timeout_seconds,
+            poll=params.poll_seconds,
+            sleep=runtime.sleep,
+            clock=runtime.clock,
+        )
     except ModelVersionNotReady as exc:
         return _failed(OUTCOME_NOT_READY, exc, base)
     reason = superseded_reason(
@@ -96,9 +100,13 @@ def _decide(params: JobParameters, runtime: JobRuntime) -> JobOutcome:
         # No tags: the version's tags describe its latest real deployment, which this was not.
         return JobOutcome(OUTCOME_SUPERSEDED, reason, 0)
     context = CheckContext(
-        model_name=name, model_version=version, model_uri=f"models:/{name}/{version}",
-        event=params.event, stage=params.expected_stage, alias=params.alias,
-    )  # fmt: skip
+        model_name=name,
+        model_version=version,
+        model_uri=f"models:/{name}/{version}",
+        event=params.event,
+        stage=params.expected_stage,
+        alias=params.alias,
+    )
     try:
         passed = validate_model(context, checks=params.checks, loader=runtime.loader)
     except ValidationFailed as exc:

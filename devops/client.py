@@ -111,19 +111,31 @@ class AzureDevOpsClient:
     ) -> None:
         """Sleep before the next attempt. Raises ``DevOpsUnavailable`` when there is no time left."""
         wait = self._policy.backoff(attempt, exc.retry_after)
-        log.warning("devops attempt %d failed delivery_id=%r rule=%s reason=%s",
-                    attempt, request.delivery_id, request.rule, exc.reason)
+        log.warning(
+            "devops attempt %d failed delivery_id=%r rule=%s reason=%s",
+            attempt,
+            request.delivery_id,
+            request.rule,
+            exc.reason,
+        )
         if attempt >= self._policy.max_attempts or wait >= deadline.remaining():
-            raise DevOpsUnavailable(f"Azure DevOps unavailable after {attempt} attempt(s): {exc.reason}",
-                                    retry_after=max(30, int(exc.retry_after or 0)), ambiguous=maybe_created,
-                                    server_retry_after=exc.retry_after)
+            raise DevOpsUnavailable(
+                f"Azure DevOps unavailable after {attempt} attempt(s): {exc.reason}",
+                retry_after=max(30, int(exc.retry_after or 0)),
+                ambiguous=maybe_created,
+                server_retry_after=exc.retry_after,
+            )
         self._sleep(wait)
 
     def _recheck(self, request: PipelineRunRequest, *, since: float, deadline: Deadline) -> PipelineRun | None:
         found = self.find_started(request, since=since, deadline=deadline)
         if found is not None:
-            log.warning("devops run found after an ambiguous failure: not starting it again "
-                        "delivery_id=%r rule=%s run_id=%s", request.delivery_id, request.rule, found.run_id)
+            log.warning(
+                "devops run found after an ambiguous failure: not starting it again delivery_id=%r rule=%s run_id=%s",
+                request.delivery_id,
+                request.rule,
+                found.run_id,
+            )
         return found
 
     def preview(self, request: PipelineRunRequest, *, timeout: float = 10.0) -> dict[str, Any]:
@@ -134,8 +146,12 @@ class AzureDevOpsClient:
             DevOpsUnavailable: DevOps did not answer.
         """
         try:
-            response = self._http.post(self.runs_url(request), json=run_request_body(request, preview=True),
-                                       headers=self._headers(), timeout=timeout)
+            response = self._http.post(
+                self.runs_url(request),
+                json=run_request_body(request, preview=True),
+                headers=self._headers(),
+                timeout=timeout,
+            )
         except httpx.TransportError as exc:
             raise DevOpsUnavailable(f"Azure DevOps unreachable: {type(exc).__name__}") from None
         try:
@@ -152,8 +168,9 @@ class AzureDevOpsClient:
 
     def _post(self, request: PipelineRunRequest, *, timeout: float) -> PipelineRun:
         try:
-            response = self._http.post(self.runs_url(request), json=run_request_body(request),
-                                       headers=self._headers(), timeout=timeout)
+            response = self._http.post(
+                self.runs_url(request), json=run_request_body(request), headers=self._headers(), timeout=timeout
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Retryable(f"could not connect: {type(exc).__name__}") from None
         except httpx.TimeoutException:
@@ -166,8 +183,9 @@ class AzureDevOpsClient:
         try:
             response = self._http.get(url, headers=self._headers(), timeout=timeout)
         except httpx.TransportError as exc:
-            raise DevOpsUnavailable(f"checking for a started run failed: {type(exc).__name__}",
-                                    ambiguous=True) from None
+            raise DevOpsUnavailable(
+                f"checking for a started run failed: {type(exc).__name__}", ambiguous=True
+            ) from None
         if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
             raise DevOpsUnavailable(f"checking for a started run: HTTP {response.status_code}", ambiguous=True)
         return response.json()

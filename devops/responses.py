@@ -82,8 +82,12 @@ def run_from_document(request: PipelineRunRequest, document: dict[str, object]) 
     links = document.get("_links") or {}
     web = links.get("web") if isinstance(links, dict) else None
     url = (web.get("href") if isinstance(web, dict) else None) or document.get("url")
-    return PipelineRun(rule=request.rule, pipeline_id=request.pipeline_id, run_id=int(str(document["id"])),
-                       url=str(url) if url else None)
+    return PipelineRun(
+        rule=request.rule,
+        pipeline_id=request.pipeline_id,
+        run_id=int(str(document["id"])),
+        url=str(url) if url else None,
+    )
 
 
 def started_run(request: PipelineRunRequest, response: httpx.Response) -> PipelineRun:

@@ -41,8 +41,11 @@ class StartedRunFinder:
             DevOpsUnavailable: a call failed or the deadline ran out before the check finished.
         """
         if request.delivery_id not in request.template_parameters.values():
-            log.warning("cannot check for an already started run (no parameter carries the delivery id) "
-                        "delivery_id=%r rule=%s", request.delivery_id, request.rule)
+            log.warning(
+                "cannot check for an already started run (no parameter carries the delivery id) delivery_id=%r rule=%s",
+                request.delivery_id,
+                request.rule,
+            )
             return None
         base = f"{self._org_url}/{quote(request.project, safe='')}/_apis/pipelines/{request.pipeline_id}/runs"
         listing = self._call(f"{base}?api-version={self._api_version}", deadline, attempt_timeout)
@@ -65,8 +68,11 @@ class StartedRunFinder:
 
 def candidates(entries: list[Any], *, since: float) -> list[int]:
     """Ids of the listed runs created at or after ``since`` (unknown dates count), newest first."""
-    found = [int(e["id"]) for e in entries
-             if isinstance(e, dict) and str(e.get("id", "")).isdigit() and _created_after(e.get("createdDate"), since)]
+    found = [
+        int(e["id"])
+        for e in entries
+        if isinstance(e, dict) and str(e.get("id", "")).isdigit() and _created_after(e.get("createdDate"), since)
+    ]
     return sorted(found, reverse=True)
 
 

@@ -66,10 +66,22 @@ def ignored_answer(event: RegistryEvent) -> RelayResponse:
 
 
 def dry_run_answer(event: RegistryEvent, requests: list[PipelineRunRequest]) -> RelayResponse:
-    planned = [{"rule": r.rule, "project": r.project, "pipeline_id": r.pipeline_id, "branch": r.branch,
-                "parameters": r.template_parameters} for r in requests]
-    body = {"status": "dry-run", "detail": "dry run: nothing was sent to Azure DevOps", **event_summary(event),
-            "runs": planned}
+    planned = [
+        {
+            "rule": r.rule,
+            "project": r.project,
+            "pipeline_id": r.pipeline_id,
+            "branch": r.branch,
+            "parameters": r.template_parameters,
+        }
+        for r in requests
+    ]
+    body = {
+        "status": "dry-run",
+        "detail": "dry run: nothing was sent to Azure DevOps",
+        **event_summary(event),
+        "runs": planned,
+    }
     return json_response(200, body)
 
 
@@ -128,15 +140,21 @@ def error_answer(exc: RelayError, *, error_id: str | None = None) -> RelayRespon
 
 def internal_error_answer(error_id: str) -> RelayResponse:
     """A bug: say so without a traceback (the log has it, under ``error_id``)."""
-    body = {"status": "error", "error": "InternalError", "detail": "internal error; see the relay's logs",
-            "error_id": error_id}
+    body = {
+        "status": "error",
+        "error": "InternalError",
+        "detail": "internal error; see the relay's logs",
+        "error_id": error_id,
+    }
     return json_response(500, body)
 
 
 def answered(
-    produce: Callable[[], RelayResponse], *, ids: Mapping[str, object] | None = None,
+    produce: Callable[[], RelayResponse],
+    *,
+    ids: Mapping[str, object] | None = None,
     rejected: Callable[[RelayError], None] | None = None,
-) -> RelayResponse:  # fmt: skip
+) -> RelayResponse:
     """Run ``produce`` and turn whatever it raises into an answer; never raises.
 
     The only catch-all of the HTTP path: each error is logged once here, with ``ids``.
@@ -148,8 +166,7 @@ def answered(
         status = int(exc.status)
         if status == 500:
             error_id = uuid.uuid4().hex[:12]
-            log_decision("misconfigured", ids, level=logging.ERROR, error_id=error_id, status=status,
-                         detail=exc.detail)
+            log_decision("misconfigured", ids, level=logging.ERROR, error_id=error_id, status=status, detail=exc.detail)
             return error_answer(exc, error_id=error_id)
         decision = "rejected" if status < 500 else "unavailable"
         log_decision(decision, ids, level=logging.WARNING, status=status, detail=exc.detail)
@@ -167,5 +184,6 @@ def _report_rejection(rejected: Callable[[RelayError], None], exc: RelayError) -
     try:
         rejected(exc)
     except Exception as failure:
-        logging.getLogger("relay").warning("relay could not count a rejected request: %s",
-                                           getattr(failure, "detail", type(failure).__name__))
+        logging.getLogger("relay").warning(
+            "relay could not count a rejected request: %s", getattr(failure, "detail", type(failure).__name__)
+        )

@@ -44,8 +44,12 @@ class FixedDurations:
 
     def storage_client_options(self) -> dict[str, Any]:
         """Keyword arguments for the storage SDK clients that enforce these bounds."""
-        return {"retry_total": self.storage_retry_total, "retry_backoff_factor": self.storage_retry_backoff,
-                "connection_timeout": self.storage_connect_timeout, "read_timeout": self.storage_read_timeout}
+        return {
+            "retry_total": self.storage_retry_total,
+            "retry_backoff_factor": self.storage_retry_backoff,
+            "connection_timeout": self.storage_connect_timeout,
+            "read_timeout": self.storage_read_timeout,
+        }
 
 
 _fixed = FixedDurations()
@@ -84,9 +88,11 @@ class TimeBudgets:
 
     def describe(self) -> str:
         fixed = fixed_durations()
-        return (f"lease {self.lease:.1f} s = deadline {self.deadline:g} s + 2 storage calls x "
-                f"{fixed.storage_call:g} s + {fixed.clock_slack:g} s clock slack; "
-                f"queue visibilityTimeout {self.visibility_timeout:g} s")
+        return (
+            f"lease {self.lease:.1f} s = deadline {self.deadline:g} s + 2 storage calls x "
+            f"{fixed.storage_call:g} s + {fixed.clock_slack:g} s clock slack; "
+            f"queue visibilityTimeout {self.visibility_timeout:g} s"
+        )
 
 
 def derive_budgets(*, deadline: float, visibility_timeout: float) -> TimeBudgets:

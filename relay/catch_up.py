@@ -86,9 +86,15 @@ class CatchUp:
     """Runs catch-up for one registry at a time (the timer function and ``mlflow-relay catch-up``)."""
 
     def __init__(
-        self, *, service: RelayService, ledger: DeliveryLedger, marks: StateMarks, log: DeliveryLog | None,
-        ledger_retention: float, clock: Callable[[], float] = time.time,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        service: RelayService,
+        ledger: DeliveryLedger,
+        marks: StateMarks,
+        log: DeliveryLog | None,
+        ledger_retention: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._service = service
         self._ledger = ledger
         self._marks = marks
@@ -116,10 +122,15 @@ class CatchUp:
             try:
                 seen |= self._catch_up(state, epoch, looked_at, report)
             except RelayError as exc:
-                report.actions.append(CatchUpAction(state.model, state.selector, state.version, "*", "failed",
-                                                    exc.detail))  # fmt: skip
-                log_decision("catch_up_failed", {"model": state.model, "version": state.version}, level=logging.ERROR,
-                             detail=f"{state.selector}: {exc.detail}")  # fmt: skip
+                report.actions.append(
+                    CatchUpAction(state.model, state.selector, state.version, "*", "failed", exc.detail)
+                )
+                log_decision(
+                    "catch_up_failed",
+                    {"model": state.model, "version": state.version},
+                    level=logging.ERROR,
+                    detail=f"{state.selector}: {exc.detail}",
+                )
         if not dry_run and seen - set(epoch.marks):
             self._watch(reader.spec.id, seen, looked_at)
         return report
@@ -130,9 +141,16 @@ class CatchUp:
         probe = synthetic_event(state, observed_at=looked_at, delivery_id="catch-up-probe")
         rules = self._service.rules()
         for rule in from_stage_rules(rules, probe):
-            report.actions.append(CatchUpAction(state.model, state.selector, state.version, rule, "skipped",
-                                                "a from_stage condition: the registry does not tell where the "
-                                                "version came from"))  # fmt: skip
+            report.actions.append(
+                CatchUpAction(
+                    state.model,
+                    state.selector,
+                    state.version,
+                    rule,
+                    "skipped",
+                    "a from_stage condition: the registry does not tell where the version came from",
+                )
+            )
         matched = [r.rule for r in self._service.route(probe)]
         if not matched:
             return set()
@@ -153,8 +171,9 @@ class CatchUp:
             self._dispatch(state, plan, looked_at, report)
         return set(matched)
 
-    def _plan(self, state: ObservedState, rules: list[str], current: SelectorState, epoch: SelectorState,
-              looked_at: float) -> _Plan:  # fmt: skip
+    def _plan(
+        self, state: ObservedState, rules: list[str], current: SelectorState, epoch: SelectorState, looked_at: float
+    ) -> _Plan:
         starts: dict[str, str] = {}
         redispatch: dict[str, LedgerEntry] = {}
         moves: dict[str, StateMark] = {}
@@ -169,16 +188,33 @@ class CatchUp:
             elif action == "baseline":
                 moves[rule] = StateMark(state.version, looked_at, "", "baseline", looked_at)
             if action not in ("start",):
-                actions.append(CatchUpAction(state.model, state.selector, state.version, rule, action, reason,
-                                             entry.key.rpartition(":")[0] if entry else ""))  # fmt: skip
+                actions.append(
+                    CatchUpAction(
+                        state.model,
+                        state.selector,
+                        state.version,
+                        rule,
+                        action,
+                        reason,
+                        entry.key.rpartition(":")[0] if entry else "",
+                    )
+                )
         delivery_id = catch_up_delivery_id(state, {r: current.marks.get(r) for r in starts}) if starts else ""
         moves.update({r: StateMark(state.version, looked_at, delivery_id, "catch-up", looked_at) for r in starts})
-        actions.extend(CatchUpAction(state.model, state.selector, state.version, r, "start", why, delivery_id)
-                       for r, why in starts.items())  # fmt: skip
+        actions.extend(
+            CatchUpAction(state.model, state.selector, state.version, r, "start", why, delivery_id)
+            for r, why in starts.items()
+        )
         return _Plan(starts, redispatch, moves, actions, delivery_id)
 
-    def _decide(self, state: ObservedState, rule: str, mark: StateMark | None, watched: bool, looked_at: float,
-                ) -> tuple[str, str, LedgerEntry | None]:  # fmt: skip
+    def _decide(
+        self,
+        state: ObservedState,
+        rule: str,
+        mark: StateMark | None,
+        watched: bool,
+        looked_at: float,
+    ) -> tuple[str, str, LedgerEntry | None]:
         if mark is None:
             if watched:
                 return "start", "no delivery ever set this state for this rule", None
@@ -212,9 +248,12 @@ class CatchUp:
             outcomes = self._service.dispatch([entry.request])
             if self._log is not None:
                 for outcome in outcomes:
-                    self._log.rule_changed(entry.request.delivery_id,
-                                           rule_record(outcome, now=self._clock(), origin="catch-up"),
-                                           model=state.model, version=state.version)  # fmt: skip
+                    self._log.rule_changed(
+                        entry.request.delivery_id,
+                        rule_record(outcome, now=self._clock(), origin="catch-up"),
+                        model=state.model,
+                        version=state.version,
+                    )
             self._note(report, entry.request.delivery_id, outcomes)
 
     def _note(self, report: CatchUpReport, delivery_id: str, outcomes: list[RunOutcome]) -> None:
@@ -225,9 +264,14 @@ class CatchUp:
                     report.actions[i] = replace(action, outcome=outcome.status, run_id=run_id)
             level = logging.ERROR if outcome.status in _FAILED_OUTCOMES else logging.WARNING
             decision = "catch_up_failed" if outcome.status in _FAILED_OUTCOMES else "caught_up"
-            log_decision(decision, outcome.request.correlation, level=level, status=outcome.status,
-                         run_id=outcome.run.run_id if outcome.run else None,
-                         detail=f"a move no delivery brought: {outcome.detail or outcome.status}")  # fmt: skip
+            log_decision(
+                decision,
+                outcome.request.correlation,
+                level=level,
+                status=outcome.status,
+                run_id=outcome.run.run_id if outcome.run else None,
+                detail=f"a move no delivery brought: {outcome.detail or outcome.status}",
+            )
 
     def _watch(self, registry: str, rules: set[str], looked_at: float) -> None:
         """Remember that catch-up watches ``rules`` from now on (their baselines are recorded)."""

@@ -24,9 +24,11 @@ from webhook.events import EventKind, RegistryEvent
 from webhook.routing import RouteRule, RouteRules
 
 ALIAS_EVENT = "model_version_alias.created"
-_STAGE_EVENTS = {"staging": "MODEL_VERSION_TRANSITIONED_TO_STAGING",
-                 "production": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
-                 "archived": "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"}  # fmt: skip
+_STAGE_EVENTS = {
+    "staging": "MODEL_VERSION_TRANSITIONED_TO_STAGING",
+    "production": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+    "archived": "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED",
+}
 GENERIC_STAGE_EVENT = "MODEL_VERSION_TRANSITIONED_STAGE"
 # The sender format each registry kind's catch-up events take.
 SOURCE_OF_KIND = {"mlflow": "mlflow", "unity-catalog": "mlflow", "databricks": "databricks"}
@@ -71,12 +73,27 @@ def synthetic_event(state: ObservedState, *, observed_at: float, delivery_id: st
     """The event the sender would have sent for ``state``."""
     when = datetime.fromtimestamp(observed_at, tz=UTC)
     if state.alias is not None:
-        return RegistryEvent(source="mlflow", event=ALIAS_EVENT, kind=EventKind.ALIAS_SET, model_name=state.model,
-                             version=state.version, alias=state.alias, delivery_id=delivery_id, event_time=when)
+        return RegistryEvent(
+            source="mlflow",
+            event=ALIAS_EVENT,
+            kind=EventKind.ALIAS_SET,
+            model_name=state.model,
+            version=state.version,
+            alias=state.alias,
+            delivery_id=delivery_id,
+            event_time=when,
+        )
     stage = state.stage or ""
-    return RegistryEvent(source="databricks", event=stage_event_name(stage), kind=EventKind.STAGE_TRANSITIONED,
-                         model_name=state.model, version=state.version, to_stage=stage, delivery_id=delivery_id,
-                         event_time=when)  # fmt: skip
+    return RegistryEvent(
+        source="databricks",
+        event=stage_event_name(stage),
+        kind=EventKind.STAGE_TRANSITIONED,
+        model_name=state.model,
+        version=state.version,
+        to_stage=stage,
+        delivery_id=delivery_id,
+        event_time=when,
+    )
 
 
 def catch_up_delivery_id(state: ObservedState, replaced: Mapping[str, StateMark | None]) -> str:

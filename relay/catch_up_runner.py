@@ -31,8 +31,13 @@ def catch_up_for(relay: Relay) -> CatchUp:
 
     if relay.log is None:
         raise ConfigurationError("catch-up needs the delivery log's state marks; build the relay with build_relay")
-    return CatchUp(service=relay.service, ledger=relay.ledger, marks=relay.log.marks, log=relay.log.log,
-                   ledger_retention=relay.settings.idempotency_retention_days * 86400)  # fmt: skip
+    return CatchUp(
+        service=relay.service,
+        ledger=relay.ledger,
+        marks=relay.log.marks,
+        log=relay.log.log,
+        ledger_retention=relay.settings.idempotency_retention_days * 86400,
+    )
 
 
 def entra_token(credential_factory: Callable[[], Any]) -> Callable[[], str]:
@@ -47,8 +52,9 @@ def entra_token(credential_factory: Callable[[], Any]) -> Callable[[], str]:
     return token
 
 
-def registry_auth(spec: RegistrySpec, *, credential_factory: Callable[[], Any],
-                  mlflow_token: Callable[[], str | None]) -> AuthHeaders:  # fmt: skip
+def registry_auth(
+    spec: RegistrySpec, *, credential_factory: Callable[[], Any], mlflow_token: Callable[[], str | None]
+) -> AuthHeaders:
     if spec.kind in ("databricks", "unity-catalog"):
         return bearer(entra_token(credential_factory))
 
@@ -76,8 +82,10 @@ def relay_readers(relay: Relay, specs: Sequence[RegistrySpec], http: httpx.Clien
     def credential() -> Any:
         return azure_credential(settings.azure_client_id)
 
-    return [registry_reader(spec, http, auth=registry_auth(spec, credential_factory=credential,
-                                                            mlflow_token=mlflow_token)) for spec in specs]  # fmt: skip
+    return [
+        registry_reader(spec, http, auth=registry_auth(spec, credential_factory=credential, mlflow_token=mlflow_token))
+        for spec in specs
+    ]
 
 
 def run_catch_up(relay: Relay, readers: Sequence[RegistryReader], *, dry_run: bool = False) -> list[CatchUpReport]:
@@ -104,5 +112,10 @@ def handle_timer(_timer: object) -> None:
     with httpx.Client(headers={"User-Agent": "mlflow-devops-relay/catch-up"}) as http:
         reports = run_catch_up(relay, relay_readers(relay, specs, http))
     for report in reports:
-        log.info("relay catch-up of %s: %d started, %d actions%s", report.registry, len(report.started),
-                 len(report.actions), f", error: {report.error}" if report.error else "")
+        log.info(
+            "relay catch-up of %s: %d started, %d actions%s",
+            report.registry,
+            len(report.started),
+            len(report.actions),
+            f", error: {report.error}" if report.error else "",
+        )

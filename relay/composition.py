@@ -90,18 +90,23 @@ def secret_source(settings: SecretSettings) -> tuple[SecretSource, tuple[str, st
         from relay.keyvault import key_vault_source
 
         source = key_vault_source(settings.key_vault_url, lambda: azure_credential(settings.azure_client_id))
-        return source, (settings.webhook_secret_name, settings.webhook_previous_secret_name,
-                        settings.devops_pat_secret_name)
+        return source, (
+            settings.webhook_secret_name,
+            settings.webhook_previous_secret_name,
+            settings.devops_pat_secret_name,
+        )
     return EnvironmentSecretSource(os.environ), ("WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRET", "DEVOPS_PAT")
 
 
 def build_secrets(settings: SecretSettings) -> RelaySecrets:
     source, (webhook, previous, pat) = secret_source(settings)
     if not settings.key_vault_url:
-        log.warning("KEY_VAULT_URL is not set: reading WEBHOOK_SECRET/DEVOPS_PAT from the environment "
-                    "(local development only)")
-    return RelaySecrets(source, webhook_name=webhook, previous_name=previous, pat_name=pat,
-                        ttl=settings.secret_cache_seconds)
+        log.warning(
+            "KEY_VAULT_URL is not set: reading WEBHOOK_SECRET/DEVOPS_PAT from the environment (local development only)"
+        )
+    return RelaySecrets(
+        source, webhook_name=webhook, previous_name=previous, pat_name=pat, ttl=settings.secret_cache_seconds
+    )
 
 
 def build_devops_auth(settings: Settings, secrets: RelaySecrets) -> DevOpsAuth:
@@ -124,16 +129,20 @@ def build_http_client(settings: Settings) -> httpx.Client:
 def build_devops_client(
     settings: Settings, secrets: RelaySecrets, *, http: httpx.Client | None = None
 ) -> AzureDevOpsClient:
-    return AzureDevOpsClient(org_url=settings.devops_org_url, auth=build_devops_auth(settings, secrets),
-                             http=http or build_http_client(settings),
-                             policy=RetryPolicy(deadline=settings.devops_deadline_seconds))
+    return AzureDevOpsClient(
+        org_url=settings.devops_org_url,
+        auth=build_devops_auth(settings, secrets),
+        http=http or build_http_client(settings),
+        policy=RetryPolicy(deadline=settings.devops_deadline_seconds),
+    )
 
 
 def build_ledger(settings: Settings) -> DeliveryLedger:
     timing = LedgerTiming(lease=settings.budgets.lease, retention=settings.idempotency_retention_days * 86400)
     if not settings.uses_storage:
-        log.warning("no AzureWebJobsStorage configured: in-memory delivery ledger, no durable retry "
-                    "(local development only)")
+        log.warning(
+            "no AzureWebJobsStorage configured: in-memory delivery ledger, no durable retry (local development only)"
+        )
         return InMemoryLedger(timing)
     from relay.storage_clients import table_service
     from relay.table_ledger import TableLedger
@@ -177,9 +186,14 @@ def build_prefetch(settings: Settings, secrets: RelaySecrets, http: httpx.Client
         scopes.append(AZURE_DEVOPS_SCOPE)
     # Tokens ahead from the platform's endpoint only: developer credentials may run a CLI.
     credential = azure_credential(settings.azure_client_id) if scopes and platform_identity_endpoint() else None
-    return Prefetch(secrets=secrets, devops_pat=http is not None and settings.devops_auth == "pat",
-                    credential=credential, token_scopes=tuple(scopes), http=http,
-                    devops_org_url=settings.devops_org_url)
+    return Prefetch(
+        secrets=secrets,
+        devops_pat=http is not None and settings.devops_auth == "pat",
+        credential=credential,
+        token_scopes=tuple(scopes),
+        http=http,
+        devops_org_url=settings.devops_org_url,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,11 +216,17 @@ class Relay:
         from relay.logged_retry_worker import LoggedRetryWorker  # the HTTP path never needs it
 
         queue, settings = self.retry_queue(), self.settings
-        return LoggedRetryWorker(starter=self.starter, ledger=self.ledger, queue=queue, poison=queue,
-                                 max_attempts=settings.retry_max_attempts, deadline=settings.devops_deadline_seconds,
-                                 base_delay=settings.retry_base_delay_seconds,
-                                 max_dequeue_count=settings.host_queues.max_dequeue_count,
-                                 delivery_log=self.log.log if self.log else None)
+        return LoggedRetryWorker(
+            starter=self.starter,
+            ledger=self.ledger,
+            queue=queue,
+            poison=queue,
+            max_attempts=settings.retry_max_attempts,
+            deadline=settings.devops_deadline_seconds,
+            base_delay=settings.retry_base_delay_seconds,
+            max_dequeue_count=settings.host_queues.max_dequeue_count,
+            delivery_log=self.log.log if self.log else None,
+        )
 
 
 def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> Relay:
@@ -217,8 +237,9 @@ def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> R
     starter: PipelineStarter = DryRunStarter() if http is None else build_devops_client(settings, secrets, http=http)
     ledger = build_ledger(settings)
     retry_queue = QueueOnFirstUse(settings) if settings.uses_storage else None
-    log = build_delivery_log_parts(settings, ledger,
-                                   credential_factory=lambda: azure_credential(settings.azure_client_id))
+    log = build_delivery_log_parts(
+        settings, ledger, credential_factory=lambda: azure_credential(settings.azure_client_id)
+    )
     rules_path = settings.routes_file
     service = RelayService(
         secrets=secrets,
@@ -234,8 +255,15 @@ def build_relay(settings: Settings, *, secrets: RelaySecrets | None = None) -> R
         delivery_log=log.log,
         state_gate=log.gate,
     )
-    return Relay(settings=settings, service=service, starter=starter, ledger=ledger, retry_queue=retry_queue,
-                 log=log, prefetch=build_prefetch(settings, secrets, http))
+    return Relay(
+        settings=settings,
+        service=service,
+        starter=starter,
+        ledger=ledger,
+        retry_queue=retry_queue,
+        log=log,
+        prefetch=build_prefetch(settings, secrets, http),
+    )
 
 
 _lock = threading.Lock()

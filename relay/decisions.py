@@ -42,8 +42,7 @@ DECISIONS: tuple[str, ...] = (
     "crashed",
 )
 
-_FIELDS = ("delivery_id", "source", "event", "model", "version", "rule", "pipeline_id", "run_id", "status",
-           "error_id")
+_FIELDS = ("delivery_id", "source", "event", "model", "version", "rule", "pipeline_id", "run_id", "status", "error_id")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,200}$")
 
 
@@ -54,9 +53,14 @@ def quoted(value: object) -> str:
 
 
 def log_decision(
-    decision: str, ids: Mapping[str, object] | None = None, /, *,
-    level: int = logging.INFO, detail: str = "", **fields: object,
-) -> None:  # fmt: skip
+    decision: str,
+    ids: Mapping[str, object] | None = None,
+    /,
+    *,
+    level: int = logging.INFO,
+    detail: str = "",
+    **fields: object,
+) -> None:
     """Log ``decision`` (received, verified, matched, triggered, queued, duplicate, failed, ...).
 
     ``ids`` holds the correlation ids of the delivery/run; ``fields`` adds or overrides some.

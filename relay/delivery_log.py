@@ -59,8 +59,9 @@ class DeliveryLogStore(Protocol):
 
     def write_delivery(self, record: DeliveryRecord) -> None: ...
 
-    def write_rule(self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None) -> None:
-        ...
+    def write_rule(
+        self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None
+    ) -> None: ...
 
     def add_rejections(self, counts: Mapping[tuple[str, str], int]) -> None: ...
 
@@ -91,8 +92,9 @@ class InMemoryDeliveryLogStore:
 
     def write_rule(self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None) -> None:
         with self._lock:
-            stored = self._records.get(delivery_id) or stub_record(delivery_id, model=model, version=version,
-                                                                    now=rule.updated_at)  # fmt: skip
+            stored = self._records.get(delivery_id) or stub_record(
+                delivery_id, model=model, version=version, now=rule.updated_at
+            )
             current = next((r for r in stored.rules if r.rule == rule.rule), None)
             self._records[delivery_id] = stored.with_rule(merge_rule(current, rule))
 
@@ -112,8 +114,10 @@ class InMemoryDeliveryLogStore:
     def rejections(self, *, since: float) -> list[RejectionCount]:
         first = hour_of(since)
         with self._lock:
-            return sorted((RejectionCount(h, r, n) for (h, r), n in self._rejections.items() if h >= first),
-                          key=lambda c: (c.hour, c.reason))  # fmt: skip
+            return sorted(
+                (RejectionCount(h, r, n) for (h, r), n in self._rejections.items() if h >= first),
+                key=lambda c: (c.hour, c.reason),
+            )
 
     def purge(self, *, before: float) -> int:
         cutoff = hour_of(before)
@@ -134,9 +138,13 @@ class BackgroundDeliveryLog:
     """The ``DeliveryLog`` port over a store, written by one background thread."""
 
     def __init__(
-        self, store: DeliveryLogStore, *, retention: float, clock: Callable[[], float] = time.time,
+        self,
+        store: DeliveryLogStore,
+        *,
+        retention: float,
+        clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store = store
         self._retention = retention
         self._clock = clock
@@ -154,20 +162,26 @@ class BackgroundDeliveryLog:
 
     # -- the port --------------------------------------------------------------------------
     def delivered(
-        self, event: RegistryEvent, outcomes: Sequence[RunOutcome], answer: RelayResponse, *,
-        origin: str = "webhook", forced_by: str = "", replay_of: str = "",
-    ) -> None:  # fmt: skip
+        self,
+        event: RegistryEvent,
+        outcomes: Sequence[RunOutcome],
+        answer: RelayResponse,
+        *,
+        origin: str = "webhook",
+        forced_by: str = "",
+        replay_of: str = "",
+    ) -> None:
         try:
-            record = delivery_record(event, outcomes, answer, now=self._clock(), origin=origin, forced_by=forced_by,
-                                     replay_of=replay_of)  # fmt: skip
+            record = delivery_record(
+                event, outcomes, answer, now=self._clock(), origin=origin, forced_by=forced_by, replay_of=replay_of
+            )
         except Exception as exc:  # a bug here must not fail the delivery it describes
             self._failed(event.delivery_id, "building the record", exc)
             return
         self._submit(record.delivery_id, lambda: self.store.write_delivery(record))
 
     def rule_changed(self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None) -> None:
-        self._submit(delivery_id, lambda: self.store.write_rule(delivery_id, rule, model=model,
-                                                                version=version))  # fmt: skip
+        self._submit(delivery_id, lambda: self.store.write_rule(delivery_id, rule, model=model, version=version))
 
     def rejected(self, reason: str) -> None:
         with self._lock:
@@ -200,8 +214,12 @@ class BackgroundDeliveryLog:
                 self.dropped += 1
                 dropped = self.dropped
             if dropped == 1 or dropped % 100 == 0:
-                log_decision("log_unavailable", {"delivery_id": delivery_id}, level=logging.WARNING,
-                             detail=f"delivery log: {dropped} record(s) dropped, the writer is behind")  # fmt: skip
+                log_decision(
+                    "log_unavailable",
+                    {"delivery_id": delivery_id},
+                    level=logging.WARNING,
+                    detail=f"delivery log: {dropped} record(s) dropped, the writer is behind",
+                )
             return
         self._ensure_writer()
 
@@ -265,5 +283,9 @@ class BackgroundDeliveryLog:
             self.failures += 1
             failures = self.failures
         reason = getattr(exc, "detail", None) or f"{type(exc).__name__}: {str(exc)[:200]}"
-        log_decision("log_unavailable", {"delivery_id": delivery_id}, level=logging.WARNING,
-                     detail=f"delivery log: {what} not written ({failures} failure(s) so far): {reason}")  # fmt: skip
+        log_decision(
+            "log_unavailable",
+            {"delivery_id": delivery_id},
+            level=logging.WARNING,
+            detail=f"delivery log: {what} not written ({failures} failure(s) so far): {reason}",
+        )

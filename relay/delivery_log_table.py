@@ -34,8 +34,22 @@ _HEADER = "delivery"
 _REJECTIONS = "rejections"
 WRITE_TRIES = 5
 COUNTER_TRIES = 30  # every instance adds to the same hour's counter
-_RECORD_FIELDS = ("source", "event", "model", "version", "to_stage", "from_stage", "alias", "answer", "detail",
-                  "origin", "forced_by", "replay_of", "replayed_by", "event_json")  # fmt: skip
+_RECORD_FIELDS = (
+    "source",
+    "event",
+    "model",
+    "version",
+    "to_stage",
+    "from_stage",
+    "alias",
+    "answer",
+    "detail",
+    "origin",
+    "forced_by",
+    "replay_of",
+    "replayed_by",
+    "event_json",
+)
 _RULE_FIELDS = ("status", "pipeline_id", "run_id", "url", "detail", "origin", "forced_by", "attempts", "updated_at")
 
 
@@ -50,17 +64,30 @@ def partition_of(delivery_id: str) -> str:
 
 
 def header_entity(record: DeliveryRecord) -> dict[str, Any]:
-    entity = {"PartitionKey": partition_of(record.delivery_id), "RowKey": _HEADER, "kind": "delivery",
-              "delivery_id": record.delivery_id, "arrived_at": record.arrived_at,
-              "first_arrived_at": record.first_arrived_at or record.arrived_at, "arrivals": record.arrivals,
-              "http_status": record.http_status, "updated_at": record.arrived_at}  # fmt: skip
+    entity = {
+        "PartitionKey": partition_of(record.delivery_id),
+        "RowKey": _HEADER,
+        "kind": "delivery",
+        "delivery_id": record.delivery_id,
+        "arrived_at": record.arrived_at,
+        "first_arrived_at": record.first_arrived_at or record.arrived_at,
+        "arrivals": record.arrivals,
+        "http_status": record.http_status,
+        "updated_at": record.arrived_at,
+    }
     entity.update({name: getattr(record, name) for name in _RECORD_FIELDS})
     return entity
 
 
 def rule_entity(delivery_id: str, rule: RuleRecord, *, arrived_at: float) -> dict[str, Any]:
-    entity = {"PartitionKey": partition_of(delivery_id), "RowKey": f"rule-{rule.rule}", "kind": "rule",
-              "delivery_id": delivery_id, "rule": rule.rule, "arrived_at": arrived_at}  # fmt: skip
+    entity = {
+        "PartitionKey": partition_of(delivery_id),
+        "RowKey": f"rule-{rule.rule}",
+        "kind": "rule",
+        "delivery_id": delivery_id,
+        "rule": rule.rule,
+        "arrived_at": arrived_at,
+    }
     entity.update({name: getattr(rule, name) for name in _RULE_FIELDS})
     return entity
 
@@ -70,30 +97,51 @@ def rule_from_entity(entity: Mapping[str, Any]) -> RuleRecord:
         value = entity.get(name)
         return int(value) if value is not None else None
 
-    return RuleRecord(rule=str(entity["rule"]), status=str(entity["status"]), pipeline_id=optional_int("pipeline_id"),
-                      run_id=optional_int("run_id"), url=entity.get("url"), detail=str(entity.get("detail") or ""),
-                      origin=str(entity.get("origin") or "webhook"), forced_by=str(entity.get("forced_by") or ""),
-                      attempts=int(entity.get("attempts") or 0), updated_at=float(entity.get("updated_at") or 0))
+    return RuleRecord(
+        rule=str(entity["rule"]),
+        status=str(entity["status"]),
+        pipeline_id=optional_int("pipeline_id"),
+        run_id=optional_int("run_id"),
+        url=entity.get("url"),
+        detail=str(entity.get("detail") or ""),
+        origin=str(entity.get("origin") or "webhook"),
+        forced_by=str(entity.get("forced_by") or ""),
+        attempts=int(entity.get("attempts") or 0),
+        updated_at=float(entity.get("updated_at") or 0),
+    )
 
 
 def record_from_entities(header: Mapping[str, Any] | None, rules: list[Mapping[str, Any]]) -> DeliveryRecord:
     rule_records = tuple(sorted((rule_from_entity(e) for e in rules), key=lambda r: r.rule))
     if header is None:  # only rule reports survived (the delivery's own write failed, or was purged)
         delivery_id = str(rules[0].get("delivery_id", "")) if rules else ""
-        stub = stub_record(delivery_id, model="?", version=None,
-                           now=max((r.updated_at for r in rule_records), default=0.0))  # fmt: skip
+        stub = stub_record(
+            delivery_id, model="?", version=None, now=max((r.updated_at for r in rule_records), default=0.0)
+        )
         return replace(stub, rules=rule_records)
     text = {name: header.get(name) for name in _RECORD_FIELDS}
     return DeliveryRecord(
-        delivery_id=str(header["delivery_id"]), arrived_at=float(header["arrived_at"]),
-        source=str(text["source"] or "?"), event=str(text["event"] or "?"), model=str(text["model"] or "?"),
-        version=text["version"], answer=str(text["answer"] or "?"), http_status=int(header.get("http_status") or 0),
-        detail=str(text["detail"] or ""), to_stage=text["to_stage"], from_stage=text["from_stage"],
-        alias=text["alias"], rules=rule_records, origin=str(text["origin"] or "webhook"),
-        forced_by=str(text["forced_by"] or ""), replay_of=str(text["replay_of"] or ""),
-        replayed_by=str(text["replayed_by"] or ""), event_json=str(text["event_json"] or ""),
-        first_arrived_at=float(header.get("first_arrived_at") or 0), arrivals=int(header.get("arrivals") or 0),
-    )  # fmt: skip
+        delivery_id=str(header["delivery_id"]),
+        arrived_at=float(header["arrived_at"]),
+        source=str(text["source"] or "?"),
+        event=str(text["event"] or "?"),
+        model=str(text["model"] or "?"),
+        version=text["version"],
+        answer=str(text["answer"] or "?"),
+        http_status=int(header.get("http_status") or 0),
+        detail=str(text["detail"] or ""),
+        to_stage=text["to_stage"],
+        from_stage=text["from_stage"],
+        alias=text["alias"],
+        rules=rule_records,
+        origin=str(text["origin"] or "webhook"),
+        forced_by=str(text["forced_by"] or ""),
+        replay_of=str(text["replay_of"] or ""),
+        replayed_by=str(text["replayed_by"] or ""),
+        event_json=str(text["event_json"] or ""),
+        first_arrived_at=float(header.get("first_arrived_at") or 0),
+        arrivals=int(header.get("arrivals") or 0),
+    )
 
 
 class TableDeliveryLogStore:
@@ -145,14 +193,22 @@ class TableDeliveryLogStore:
 
     def add_rejections(self, counts: Mapping[tuple[str, str], int]) -> None:
         for (hour, reason), count in counts.items():
-            self._retry(functools.partial(self._add_rejections, hour, reason, count), "rejection counter",
-                        tries=COUNTER_TRIES)
+            self._retry(
+                functools.partial(self._add_rejections, hour, reason, count), "rejection counter", tries=COUNTER_TRIES
+            )
 
     def _add_rejections(self, hour: str, reason: str, count: int) -> None:
         current = self._get(_REJECTIONS, f"{hour}-{reason}")
         total = int(current.get("count") or 0) + count if current else count
-        entity = {"PartitionKey": _REJECTIONS, "RowKey": f"{hour}-{reason}", "kind": "rejections", "hour": hour,
-                  "reason": reason, "count": total, "updated_at": self._clock()}  # fmt: skip
+        entity = {
+            "PartitionKey": _REJECTIONS,
+            "RowKey": f"{hour}-{reason}",
+            "kind": "rejections",
+            "hour": hour,
+            "reason": reason,
+            "count": total,
+            "updated_at": self._clock(),
+        }
         self._put(entity, current)
 
     def purge(self, *, before: float) -> int:
@@ -161,8 +217,11 @@ class TableDeliveryLogStore:
 
         deleted = 0
         with storage_errors("delivery log"):
-            old = self.client().query_entities("kind ne 'mark' and updated_at lt @before",
-                                               parameters={"before": before}, select=["PartitionKey", "RowKey"])
+            old = self.client().query_entities(
+                "kind ne 'mark' and updated_at lt @before",
+                parameters={"before": before},
+                select=["PartitionKey", "RowKey"],
+            )
             for entity in list(old):
                 try:
                     self.client().delete_entity(entity["PartitionKey"], entity["RowKey"])
@@ -181,22 +240,25 @@ class TableDeliveryLogStore:
     def recent(self, *, since: float) -> list[DeliveryRecord]:
         """Records that arrived at or after ``since``, newest first (two queries)."""
         with storage_errors("delivery log"):
-            headers = list(self.client().query_entities("kind eq 'delivery' and arrived_at ge @since",
-                                                         parameters={"since": since}))
+            headers = list(
+                self.client().query_entities("kind eq 'delivery' and arrived_at ge @since", parameters={"since": since})
+            )
             if not headers:
                 return []
             first = min(float(h.get("first_arrived_at") or h["arrived_at"]) for h in headers)
             rules: dict[str, list[Any]] = {}
-            for entity in self.client().query_entities("kind eq 'rule' and arrived_at ge @first",
-                                                       parameters={"first": first}):
+            for entity in self.client().query_entities(
+                "kind eq 'rule' and arrived_at ge @first", parameters={"first": first}
+            ):
                 rules.setdefault(entity["PartitionKey"], []).append(entity)
         records = [record_from_entities(h, rules.get(h["PartitionKey"], [])) for h in headers]
         return sorted(records, key=lambda r: r.arrived_at, reverse=True)
 
     def rejections(self, *, since: float) -> list[RejectionCount]:
         with storage_errors("delivery log"):
-            found = self.client().query_entities("PartitionKey eq @pk and RowKey ge @first",
-                                                 parameters={"pk": _REJECTIONS, "first": hour_of(since)})
+            found = self.client().query_entities(
+                "PartitionKey eq @pk and RowKey ge @first", parameters={"pk": _REJECTIONS, "first": hour_of(since)}
+            )
             counts = [RejectionCount(str(e["hour"]), str(e["reason"]), int(e["count"])) for e in found]
         return sorted(counts, key=lambda c: (c.hour, c.reason))
 
@@ -242,7 +304,11 @@ def put_conditionally(table: TableClient, entity: dict[str, Any], read: Any | No
         try:
             if read is None:
                 return table.create_entity(entity)
-            return table.update_entity(entity, mode=UpdateMode.REPLACE, etag=read.metadata["etag"],
-                                       match_condition=MatchConditions.IfNotModified)  # fmt: skip
+            return table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=read.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
             raise Conflict(what) from None

@@ -37,8 +37,9 @@ def build_delivery_log_parts(
         from relay.state_marks_table import TableStateMarks
         from relay.storage_clients import table_service
 
-        table = TableDeliveryLogStore(table_service(settings, credential_factory=credential_factory),
-                                      settings.delivery_log_table)  # fmt: skip
+        table = TableDeliveryLogStore(
+            table_service(settings, credential_factory=credential_factory), settings.delivery_log_table
+        )
         store, marks = table, TableStateMarks(table)
     else:
         store, marks = InMemoryDeliveryLogStore(), InMemoryStateMarks()

@@ -149,14 +149,28 @@ class DeliveryRecord:
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` shape: the ids, the status now, the detail, and the runs per rule."""
         return {
-            "delivery_id": self.delivery_id, "status": self.status, "model": self.model, "version": self.version,
-            "detail": self.current_detail, "runs": [r.as_json() for r in self.rules],
-            "arrived_at": iso(self.arrived_at), "first_arrived_at": iso(self.first_arrived_at or self.arrived_at),
-            "arrivals": self.arrivals, "source": self.source, "event": self.event, "to_stage": self.to_stage,
-            "from_stage": self.from_stage, "alias": self.alias, "answer": self.answer,
-            "http_status": self.http_status, "origin": self.origin, "forced_by": self.forced_by,
-            "replay_of": self.replay_of, "replayed_by": self.replayed_by, "replayable": self.replayable,
-        }  # fmt: skip
+            "delivery_id": self.delivery_id,
+            "status": self.status,
+            "model": self.model,
+            "version": self.version,
+            "detail": self.current_detail,
+            "runs": [r.as_json() for r in self.rules],
+            "arrived_at": iso(self.arrived_at),
+            "first_arrived_at": iso(self.first_arrived_at or self.arrived_at),
+            "arrivals": self.arrivals,
+            "source": self.source,
+            "event": self.event,
+            "to_stage": self.to_stage,
+            "from_stage": self.from_stage,
+            "alias": self.alias,
+            "answer": self.answer,
+            "http_status": self.http_status,
+            "origin": self.origin,
+            "forced_by": self.forced_by,
+            "replay_of": self.replay_of,
+            "replayed_by": self.replayed_by,
+            "replayable": self.replayable,
+        }
 
 
 def iso(at: float) -> str:
@@ -171,31 +185,58 @@ def bounded_event_json(event: RegistryEvent) -> str:
 
 def rule_record(outcome: RunOutcome, *, now: float, origin: str, forced_by: str = "") -> RuleRecord:
     run = outcome.run
-    return RuleRecord(rule=outcome.request.rule, status=outcome.status,
-                      pipeline_id=run.pipeline_id if run else outcome.request.pipeline_id,
-                      run_id=run.run_id if run else None, url=run.url if run else None,
-                      detail=outcome.detail[:MAX_DETAIL_CHARS], origin=origin, forced_by=forced_by,
-                      updated_at=now)  # fmt: skip
+    return RuleRecord(
+        rule=outcome.request.rule,
+        status=outcome.status,
+        pipeline_id=run.pipeline_id if run else outcome.request.pipeline_id,
+        run_id=run.run_id if run else None,
+        url=run.url if run else None,
+        detail=outcome.detail[:MAX_DETAIL_CHARS],
+        origin=origin,
+        forced_by=forced_by,
+        updated_at=now,
+    )
 
 
 def delivery_record(
-    event: RegistryEvent, outcomes: Sequence[RunOutcome], answer: RelayResponse, *, now: float,
-    origin: str = "webhook", forced_by: str = "", replay_of: str = "",
-) -> DeliveryRecord:  # fmt: skip
+    event: RegistryEvent,
+    outcomes: Sequence[RunOutcome],
+    answer: RelayResponse,
+    *,
+    now: float,
+    origin: str = "webhook",
+    forced_by: str = "",
+    replay_of: str = "",
+) -> DeliveryRecord:
     """The record of one delivery after its answer was decided."""
     event_json = bounded_event_json(event)
     detail = str(answer.body.get("detail") or "")
     if not event_json:
         detail = (detail + "; " if detail else "") + "event too large to keep for replay"
     return DeliveryRecord(
-        delivery_id=event.delivery_id, arrived_at=now, source=event.source, event=event.event,
-        model=event.model_name, version=event.version, answer=str(answer.body.get("status") or "?"),
-        http_status=answer.status, detail=detail[:MAX_DETAIL_CHARS], to_stage=event.to_stage,
-        from_stage=event.from_stage, alias=event.alias,
-        rules=tuple(sorted((rule_record(o, now=now, origin=origin, forced_by=forced_by) for o in outcomes),
-                           key=lambda r: r.rule)),
-        origin=origin, forced_by=forced_by, replay_of=replay_of, event_json=event_json, first_arrived_at=now,
-    )  # fmt: skip
+        delivery_id=event.delivery_id,
+        arrived_at=now,
+        source=event.source,
+        event=event.event,
+        model=event.model_name,
+        version=event.version,
+        answer=str(answer.body.get("status") or "?"),
+        http_status=answer.status,
+        detail=detail[:MAX_DETAIL_CHARS],
+        to_stage=event.to_stage,
+        from_stage=event.from_stage,
+        alias=event.alias,
+        rules=tuple(
+            sorted(
+                (rule_record(o, now=now, origin=origin, forced_by=forced_by) for o in outcomes), key=lambda r: r.rule
+            )
+        ),
+        origin=origin,
+        forced_by=forced_by,
+        replay_of=replay_of,
+        event_json=event_json,
+        first_arrived_at=now,
+    )
 
 
 def failed_outcomes(requests: Sequence[PipelineRunRequest], answer: RelayResponse) -> list[RunOutcome]:
@@ -205,20 +246,31 @@ def failed_outcomes(requests: Sequence[PipelineRunRequest], answer: RelayRespons
 
 
 _LEDGER_STATUS = {
-    EntryState.STARTED: "triggered", EntryState.QUEUED: "queued", EntryState.REFUSED: "refused",
-    EntryState.POISONED: "poisoned", EntryState.RELEASED: "unavailable", EntryState.CLAIMED: "in_progress",
-}  # fmt: skip
+    EntryState.STARTED: "triggered",
+    EntryState.QUEUED: "queued",
+    EntryState.REFUSED: "refused",
+    EntryState.POISONED: "poisoned",
+    EntryState.RELEASED: "unavailable",
+    EntryState.CLAIMED: "in_progress",
+}
 
 
 def rule_record_from_entry(entry: LedgerEntry, *, now: float, origin: str) -> RuleRecord:
     """A rule's record as the ledger entry says it stands (after the retry worker acted)."""
     run = entry.run
     request = entry.request
-    return RuleRecord(rule=entry.key.rpartition(":")[2], status=_LEDGER_STATUS[entry.state],
-                      pipeline_id=run.pipeline_id if run else (request.pipeline_id if request else None),
-                      run_id=run.run_id if run else None, url=run.url if run else None,
-                      detail=entry.detail[:MAX_DETAIL_CHARS], origin=origin, forced_by=entry.forced_by,
-                      attempts=entry.attempts, updated_at=now)  # fmt: skip
+    return RuleRecord(
+        rule=entry.key.rpartition(":")[2],
+        status=_LEDGER_STATUS[entry.state],
+        pipeline_id=run.pipeline_id if run else (request.pipeline_id if request else None),
+        run_id=run.run_id if run else None,
+        url=run.url if run else None,
+        detail=entry.detail[:MAX_DETAIL_CHARS],
+        origin=origin,
+        forced_by=entry.forced_by,
+        attempts=entry.attempts,
+        updated_at=now,
+    )
 
 
 def merge_rule(stored: RuleRecord | None, new: RuleRecord) -> RuleRecord:
@@ -245,16 +297,29 @@ def merge_delivery(stored: DeliveryRecord | None, new: DeliveryRecord) -> Delive
     # A stub (the rule report came first) never outranks the delivery's own record.
     latest = new if new.arrived_at >= stored.arrived_at or stored.arrivals == 0 else stored
     return replace(
-        latest, first_arrived_at=min(stored.first_arrived_at or stored.arrived_at, new.arrived_at),
-        arrivals=stored.arrivals + new.arrivals, origin=stored.origin, forced_by=stored.forced_by,
-        replay_of=stored.replay_of, event_json=stored.event_json or new.event_json,
+        latest,
+        first_arrived_at=min(stored.first_arrived_at or stored.arrived_at, new.arrived_at),
+        arrivals=stored.arrivals + new.arrivals,
+        origin=stored.origin,
+        forced_by=stored.forced_by,
+        replay_of=stored.replay_of,
+        event_json=stored.event_json or new.event_json,
         rules=tuple(sorted(rules.values(), key=lambda r: r.rule)),
         replayed_by=new.forced_by if new.origin == "replay" and new.forced_by else stored.replayed_by,
-    )  # fmt: skip
+    )
 
 
 def stub_record(delivery_id: str, *, model: str, version: str | None, now: float) -> DeliveryRecord:
     """A record for a rule report whose delivery was never logged (the log was down then)."""
-    return DeliveryRecord(delivery_id=delivery_id, arrived_at=now, source="?", event="?", model=model or "?",
-                          version=version, answer="?", http_status=0, arrivals=0,
-                          detail="the delivery's own record was not written (delivery log unavailable then)")
+    return DeliveryRecord(
+        delivery_id=delivery_id,
+        arrived_at=now,
+        source="?",
+        event="?",
+        model=model or "?",
+        version=version,
+        answer="?",
+        http_status=0,
+        arrivals=0,
+        detail="the delivery's own record was not written (delivery log unavailable then)",
+    )

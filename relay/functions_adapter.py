@@ -31,8 +31,16 @@ def _built_service() -> RelayService | None:
 
 def handle_http(req: func.HttpRequest) -> func.HttpResponse:
     """The webhook HTTP function's body; never raises."""
-    return _to_http(answer_request(method=req.method, headers=dict(req.headers), body=req.get_body(),
-                                   verifier=current_verifier, service=_service, built_service=_built_service))
+    return _to_http(
+        answer_request(
+            method=req.method,
+            headers=dict(req.headers),
+            body=req.get_body(),
+            verifier=current_verifier,
+            service=_service,
+            built_service=_built_service,
+        )
+    )
 
 
 def handle_retry_message(msg: func.QueueMessage) -> None:

@@ -63,18 +63,31 @@ def parking(entry: LedgerEntry) -> bool:
 def claimed_entry(request: PipelineRunRequest, now: float, previous: LedgerEntry | None, *, fresh: bool) -> LedgerEntry:
     """The entry a claim writes: a takeover keeps the first claim time, attempts and history."""
     if previous is None or fresh:
-        return LedgerEntry(key=request.idempotency_key, state=EntryState.CLAIMED, updated_at=now, claimed_at=now,
-                           first_claimed_at=now, request=request)
-    return replace(previous, state=EntryState.CLAIMED, updated_at=now, claimed_at=now,
-                   request=previous.request or request)
+        return LedgerEntry(
+            key=request.idempotency_key,
+            state=EntryState.CLAIMED,
+            updated_at=now,
+            claimed_at=now,
+            first_claimed_at=now,
+            request=request,
+        )
+    return replace(
+        previous, state=EntryState.CLAIMED, updated_at=now, claimed_at=now, request=previous.request or request
+    )
 
 
 def recorded_entry(
     current: LedgerEntry, state: EntryState, now: float, *, run: PipelineRun | None, detail: str, attempts: int | None
 ) -> LedgerEntry:
     """The entry after its holder records ``state``."""
-    return replace(current, state=state, updated_at=now, run=run if run is not None else current.run,
-                   detail=detail[:1000], attempts=current.attempts if attempts is None else attempts)
+    return replace(
+        current,
+        state=state,
+        updated_at=now,
+        run=run if run is not None else current.run,
+        detail=detail[:1000],
+        attempts=current.attempts if attempts is None else attempts,
+    )
 
 
 class InMemoryLedger:
@@ -116,8 +129,15 @@ class InMemoryLedger:
         fresh = previous is None or self._timing.expired(previous, now)
         entry = claimed_entry(request, now, previous, fresh=fresh)
         etag = self._write(entry)
-        claim = Claim(key=key, etag=etag, claimed_at=now, first_claimed_at=entry.first_claimed_at,
-                      request=request, fresh=fresh, attempts=entry.attempts)
+        claim = Claim(
+            key=key,
+            etag=etag,
+            claimed_at=now,
+            first_claimed_at=entry.first_claimed_at,
+            request=request,
+            fresh=fresh,
+            attempts=entry.attempts,
+        )
         return ClaimResult(entry, claim)
 
     def get(self, key: str) -> LedgerEntry | None:
@@ -126,7 +146,12 @@ class InMemoryLedger:
             return stored[0] if stored else None
 
     def record(
-        self, claim: Claim, state: EntryState, *, run: PipelineRun | None = None, detail: str = "",
+        self,
+        claim: Claim,
+        state: EntryState,
+        *,
+        run: PipelineRun | None = None,
+        detail: str = "",
         attempts: int | None = None,
     ) -> Claim:
         with self._lock:
@@ -140,7 +165,12 @@ class InMemoryLedger:
         """Release a refused or poisoned entry on an operator's word. Raises ``KeyError``."""
         with self._lock:
             previous = self._entries[key][0]
-            entry = replace(previous, state=EntryState.RELEASED, updated_at=self._clock(), forced_by=by,
-                            detail=previous.detail.removeprefix(PARKING))  # a replay starts afresh
+            entry = replace(
+                previous,
+                state=EntryState.RELEASED,
+                updated_at=self._clock(),
+                forced_by=by,
+                detail=previous.detail.removeprefix(PARKING),
+            )  # a replay starts afresh
             self._write(entry)
             return entry

@@ -25,8 +25,9 @@ _NOTHING_NEW = frozenset({"deferred"})
 class LoggedRetryWorker(RetryWorker):
     """A ``RetryWorker`` whose outcomes also land in the delivery log."""
 
-    def __init__(self, *, delivery_log: DeliveryLog | None, clock: Callable[[], float] = time.time,
-                 **worker: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *, delivery_log: DeliveryLog | None, clock: Callable[[], float] = time.time, **worker: Any
+    ) -> None:
         super().__init__(clock=clock, **worker)
         self._delivery_log = delivery_log
         self._log_clock = clock
@@ -51,6 +52,10 @@ class LoggedRetryWorker(RetryWorker):
             assert self._delivery_log is not None
             self._delivery_log.rule_changed(ticket.delivery_id, record, model=ticket.model, version=ticket.version)
         except Exception as exc:  # the log is best effort: the run's fate is in the ledger already
-            log_decision("log_unavailable", {"delivery_id": ticket.delivery_id, "rule": ticket.rule},
-                         level=logging.WARNING, detail=f"delivery log: retry outcome {decision} not recorded: "
-                                                       f"{getattr(exc, 'detail', type(exc).__name__)}")  # fmt: skip
+            log_decision(
+                "log_unavailable",
+                {"delivery_id": ticket.delivery_id, "rule": ticket.rule},
+                level=logging.WARNING,
+                detail=f"delivery log: retry outcome {decision} not recorded: "
+                f"{getattr(exc, 'detail', type(exc).__name__)}",
+            )

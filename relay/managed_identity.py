@@ -85,7 +85,11 @@ class AppServiceManagedIdentity:
         self._resource_locks: dict[str, threading.Lock] = {}
 
     def get_token(
-        self, *scopes: str, claims: str | None = None, tenant_id: str | None = None, enable_cae: bool = False,
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
         """A token for ``scopes`` (exactly one), from the cache unless it expires within 5 minutes.
@@ -120,17 +124,21 @@ class AppServiceManagedIdentity:
         if self._client_id:
             params["client_id"] = self._client_id
         try:
-            response = self._client().get(self._endpoint, params=params, headers={"X-IDENTITY-HEADER": self._header},
-                                          timeout=REQUEST_TIMEOUT)
+            response = self._client().get(
+                self._endpoint, params=params, headers={"X-IDENTITY-HEADER": self._header}, timeout=REQUEST_TIMEOUT
+            )
         except httpx.TransportError as exc:
-            raise SecretsUnavailable(f"the managed-identity endpoint is unreachable ({type(exc).__name__})",
-                                     retry_after=RETRY_AFTER_SECONDS) from None
+            raise SecretsUnavailable(
+                f"the managed-identity endpoint is unreachable ({type(exc).__name__})", retry_after=RETRY_AFTER_SECONDS
+            ) from None
         document = _json_object(response)
         if response.status_code != 200:
             message = document.get("message") or document.get("error_description")
             reason = f": {str(message)[:200]}" if message else ""
-            raise SecretsUnavailable(f"the managed-identity endpoint answered HTTP {response.status_code} for "
-                                     f"resource {resource!r}{reason}", retry_after=RETRY_AFTER_SECONDS)
+            raise SecretsUnavailable(
+                f"the managed-identity endpoint answered HTTP {response.status_code} for resource {resource!r}{reason}",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         token, expires_on = document.get("access_token"), document.get("expires_on")
         try:
             expiry = int(str(expires_on))
@@ -138,8 +146,10 @@ class AppServiceManagedIdentity:
             expiry = 0
         if not isinstance(token, str) or not token or expiry <= 0:
             # Never echo the document: it may hold a token.
-            raise SecretsUnavailable(f"the managed-identity endpoint answered HTTP 200 without a token and expiry "
-                                     f"for resource {resource!r}", retry_after=RETRY_AFTER_SECONDS)
+            raise SecretsUnavailable(
+                f"the managed-identity endpoint answered HTTP 200 without a token and expiry for resource {resource!r}",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         return AccessToken(token, expiry)
 
 

@@ -197,7 +197,12 @@ class DeliveryLedger(Protocol):
     def get(self, key: str) -> LedgerEntry | None: ...
 
     def record(
-        self, claim: Claim, state: EntryState, *, run: PipelineRun | None = None, detail: str = "",
+        self,
+        claim: Claim,
+        state: EntryState,
+        *,
+        run: PipelineRun | None = None,
+        detail: str = "",
         attempts: int | None = None,
     ) -> Claim: ...
 
@@ -226,8 +231,15 @@ class RetryTicket:
 
     @classmethod
     def for_request(cls, request: PipelineRunRequest, *, attempt: int, last_error: str) -> RetryTicket:
-        return cls(key=request.idempotency_key, delivery_id=request.delivery_id, model=request.model_name,
-                   version=request.version, rule=request.rule, attempt=attempt, last_error=last_error[:500])
+        return cls(
+            key=request.idempotency_key,
+            delivery_id=request.delivery_id,
+            model=request.model_name,
+            version=request.version,
+            rule=request.rule,
+            attempt=attempt,
+            last_error=last_error[:500],
+        )
 
     def to_json(self) -> str:
         return json.dumps({"v": 2, **asdict(self)})
@@ -239,9 +251,15 @@ class RetryTicket:
         if not isinstance(document, dict) or document.get("v") != 2 or not isinstance(document.get("key"), str):
             raise ValueError("not a relay retry ticket")
         try:
-            return cls(key=document["key"], delivery_id=str(document["delivery_id"]), model=str(document["model"]),
-                       version=document.get("version"), rule=str(document["rule"]),
-                       attempt=int(document["attempt"]), last_error=str(document.get("last_error", "")))
+            return cls(
+                key=document["key"],
+                delivery_id=str(document["delivery_id"]),
+                model=str(document["model"]),
+                version=document.get("version"),
+                rule=str(document["rule"]),
+                attempt=int(document["attempt"]),
+                last_error=str(document.get("last_error", "")),
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"retry ticket field missing: {exc}") from None
 
@@ -280,8 +298,14 @@ class DeliveryLog(Protocol):
     """
 
     def delivered(
-        self, event: RegistryEvent, outcomes: Sequence[RunOutcome], answer: RelayResponse, *,
-        origin: str = "webhook", forced_by: str = "", replay_of: str = "",
+        self,
+        event: RegistryEvent,
+        outcomes: Sequence[RunOutcome],
+        answer: RelayResponse,
+        *,
+        origin: str = "webhook",
+        forced_by: str = "",
+        replay_of: str = "",
     ) -> None: ...
 
     def rule_changed(self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None) -> None:

@@ -101,15 +101,18 @@ class _RestRegistry:
         try:
             response = self.http.get(url, params=params, headers=self.auth(), timeout=TIMEOUT)
         except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"{self.spec.kind} registry {self.spec.url} unreachable ({type(exc).__name__})",
-                                      retry_after=60) from None  # fmt: skip
+            raise RegistryUnavailable(
+                f"{self.spec.kind} registry {self.spec.url} unreachable ({type(exc).__name__})", retry_after=60
+            ) from None
         except DependencyUnavailable as exc:  # the token could not be obtained
             raise RegistryUnavailable(f"{self.spec.kind} registry {self.spec.url}: {exc.detail}") from None
         if missing_ok and response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise RegistryUnavailable(f"{self.spec.kind} registry {self.spec.url} answered HTTP "
-                                      f"{response.status_code} to GET {path}", retry_after=60)  # fmt: skip
+            raise RegistryUnavailable(
+                f"{self.spec.kind} registry {self.spec.url} answered HTTP {response.status_code} to GET {path}",
+                retry_after=60,
+            )
         try:
             return response.json()
         except ValueError:
@@ -139,9 +142,12 @@ class MlflowAliases(_RestRegistry):
     """Open-source MLflow: every alias of every matching model."""
 
     def states(self, models: ModelFilter) -> list[ObservedState]:
-        return [ObservedState("mlflow", str(m["name"]), str(a["version"]), alias=str(a["alias"]))
-                for m in self._mlflow_models(models) for a in m.get("aliases") or []
-                if a.get("alias") and a.get("version")]  # fmt: skip
+        return [
+            ObservedState("mlflow", str(m["name"]), str(a["version"]), alias=str(a["alias"]))
+            for m in self._mlflow_models(models)
+            for a in m.get("aliases") or []
+            if a.get("alias") and a.get("version")
+        ]
 
 
 class DatabricksStages(_RestRegistry):
@@ -168,8 +174,9 @@ class UnityCatalogAliases(_RestRegistry):
             names |= {n for n in self._list_scope() if models.matches(n)}
         found = []
         for name in sorted(names):
-            model = self._get(f"/api/2.1/unity-catalog/models/{quote(name, safe='.')}", {"include_aliases": "true"},
-                              missing_ok=True)  # fmt: skip
+            model = self._get(
+                f"/api/2.1/unity-catalog/models/{quote(name, safe='.')}", {"include_aliases": "true"}, missing_ok=True
+            )
             for alias in (model or {}).get("aliases") or []:
                 if alias.get("alias_name") and alias.get("version_num") is not None:
                     version, alias_name = str(alias["version_num"]), str(alias["alias_name"])
@@ -180,8 +187,12 @@ class UnityCatalogAliases(_RestRegistry):
         catalog, schema = self.spec.scope.split(".", 1)
         token = None
         while True:
-            params: dict[str, Any] = {"catalog_name": catalog, "schema_name": schema, "max_results": PAGE_SIZE,
-                                      **({"page_token": token} if token else {})}  # fmt: skip
+            params: dict[str, Any] = {
+                "catalog_name": catalog,
+                "schema_name": schema,
+                "max_results": PAGE_SIZE,
+                **({"page_token": token} if token else {}),
+            }
             page = self._get("/api/2.1/unity-catalog/models", params) or {}
             for model in page.get("registered_models") or []:
                 if model.get("full_name"):
@@ -194,6 +205,8 @@ class UnityCatalogAliases(_RestRegistry):
 def registry_reader(spec: RegistrySpec, http: httpx.Client, *, auth: AuthHeaders = no_auth) -> RegistryReader:
     """The reader for ``spec``'s kind."""
     kinds: dict[str, type[MlflowAliases | DatabricksStages | UnityCatalogAliases]] = {
-        "mlflow": MlflowAliases, "databricks": DatabricksStages, "unity-catalog": UnityCatalogAliases,
-    }  # fmt: skip
+        "mlflow": MlflowAliases,
+        "databricks": DatabricksStages,
+        "unity-catalog": UnityCatalogAliases,
+    }
     return kinds[spec.kind](spec, http, auth)

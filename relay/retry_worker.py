@@ -97,9 +97,13 @@ class RetryWorker:
         except Exception as exc:
             if dequeue_count >= self._max_dequeue_count:
                 reason = exc.detail if isinstance(exc, RelayError) else f"internal error ({type(exc).__name__})"
-                log_decision("poisoned", _ticket_ids(ticket), level=logging.ERROR,
-                             detail=f"{_not_deployed(ticket)}: the host moves the message to the poison queue "
-                                    f"after {dequeue_count} deliveries: {reason}")
+                log_decision(
+                    "poisoned",
+                    _ticket_ids(ticket),
+                    level=logging.ERROR,
+                    detail=f"{_not_deployed(ticket)}: the host moves the message to the poison queue "
+                    f"after {dequeue_count} deliveries: {reason}",
+                )
             raise
 
     def _process(self, ticket: RetryTicket) -> str:
@@ -114,8 +118,13 @@ class RetryWorker:
             return self._give_up(ticket, claim, result.entry.detail.removeprefix(PARKING))
         attempt = claim.attempts + 1
         deadline = Deadline.after(self._deadline)
-        outcome = attempt_run(claim, starter=self._starter, ledger=self._ledger, deadline=deadline,
-                              source=f"retry queue, attempt {attempt}")
+        outcome = attempt_run(
+            claim,
+            starter=self._starter,
+            ledger=self._ledger,
+            deadline=deadline,
+            source=f"retry queue, attempt {attempt}",
+        )
         if outcome.status == "refused":
             return self._give_up(ticket, outcome.claim, outcome.detail, already_recorded=True)
         if outcome.error is None:
@@ -129,20 +138,35 @@ class RetryWorker:
                 reason += " (the last answers were lost: a run may exist; check the pipeline's runs)"
             return self._give_up(ticket, outcome.claim, reason)
         delay = queue_backoff(attempt, outcome.error.server_retry_after, base=self._base_delay)
-        self._queue.enqueue(RetryTicket.for_request(claim.request, attempt=attempt + 1,
-                                                    last_error=outcome.error.detail), delay=delay)
-        record(self._ledger, outcome.claim, EntryState.QUEUED, claim.request.correlation,
-               detail=outcome.error.detail, attempts=attempt)
-        log_decision("requeued", claim.request.correlation, level=logging.WARNING,
-                     detail=f"attempt {attempt}: {outcome.error.detail}; next in {delay:.0f} s")
+        self._queue.enqueue(
+            RetryTicket.for_request(claim.request, attempt=attempt + 1, last_error=outcome.error.detail), delay=delay
+        )
+        record(
+            self._ledger,
+            outcome.claim,
+            EntryState.QUEUED,
+            claim.request.correlation,
+            detail=outcome.error.detail,
+            attempts=attempt,
+        )
+        log_decision(
+            "requeued",
+            claim.request.correlation,
+            level=logging.WARNING,
+            detail=f"attempt {attempt}: {outcome.error.detail}; next in {delay:.0f} s",
+        )
         return "requeued"
 
     def _not_ours(self, ticket: RetryTicket, entry: LedgerEntry) -> str:
         """The entry is finished, or another attempt holds it right now."""
         ids = _ticket_ids(ticket)
         if entry.state is EntryState.STARTED:
-            log_decision("duplicate", ids, run_id=entry.run.run_id if entry.run else None,
-                         detail="retry message for a started run")
+            log_decision(
+                "duplicate",
+                ids,
+                run_id=entry.run.run_id if entry.run else None,
+                detail="retry message for a started run",
+            )
             return "duplicate"
         if entry.state is EntryState.REFUSED:
             log_decision("done", ids, detail=f"retry message for a refused run: {entry.detail}")
@@ -176,8 +200,9 @@ class RetryWorker:
             except ClaimLost:
                 # Another attempt took it, or our own write landed and only its answer was lost
                 # (the SDK's retry then meets our new ETag): a later delivery can tell which.
-                raise StorageUnavailable(f"parking delivery {claim.key!r}: the ledger moved on meanwhile",
-                                         retry_after=10) from None
+                raise StorageUnavailable(
+                    f"parking delivery {claim.key!r}: the ledger moved on meanwhile", retry_after=10
+                ) from None
         self._poison.poison(ticket, reason=reason)
         # The message is out: say so, trying twice (an entry left "parking" costs a second poison
         # message only if a later ticket comes for it).

@@ -65,9 +65,15 @@ def attempt_run(
 
 
 def record(
-    ledger: DeliveryLedger, claim: Claim, state: EntryState, ids: Mapping[str, object], *,
-    run: PipelineRun | None = None, detail: str = "", attempts: int | None = None,
-) -> Claim | None:  # fmt: skip
+    ledger: DeliveryLedger,
+    claim: Claim,
+    state: EntryState,
+    ids: Mapping[str, object],
+    *,
+    run: PipelineRun | None = None,
+    detail: str = "",
+    attempts: int | None = None,
+) -> Claim | None:
     """Record ``state`` under ``claim``; ``None`` (logged) when the write did not land.
 
     A lost claim means a successor holds the entry: it looks for our run before posting, so
@@ -76,9 +82,19 @@ def record(
     try:
         return ledger.record(claim, state, run=run, detail=detail, attempts=attempts)
     except ClaimLost:
-        log_decision("claim_lost", ids, level=logging.WARNING, run_id=run.run_id if run else None,
-                     detail=f"another attempt holds this delivery now; not recording {state.value}")
+        log_decision(
+            "claim_lost",
+            ids,
+            level=logging.WARNING,
+            run_id=run.run_id if run else None,
+            detail=f"another attempt holds this delivery now; not recording {state.value}",
+        )
     except StorageUnavailable as exc:
-        log_decision("unrecorded", ids, level=logging.WARNING, run_id=run.run_id if run else None,
-                     detail=f"could not record {state.value} ({exc.detail}); the claim will expire")
+        log_decision(
+            "unrecorded",
+            ids,
+            level=logging.WARNING,
+            run_id=run.run_id if run else None,
+            detail=f"could not record {state.value} ({exc.detail}); the claim will expire",
+        )
     return None

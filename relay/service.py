@@ -47,9 +47,14 @@ from webhook.routing import PipelineRunRequest, RouteRules, route_event
 
 
 def answer_request(
-    *, method: str, headers: Mapping[str, str], body: bytes, verifier: Callable[[], DeliveryVerifier],
-    service: Callable[[], RelayService], built_service: Callable[[], RelayService | None] | None = None,
-) -> RelayResponse:  # fmt: skip
+    *,
+    method: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    verifier: Callable[[], DeliveryVerifier],
+    service: Callable[[], RelayService],
+    built_service: Callable[[], RelayService | None] | None = None,
+) -> RelayResponse:
     """Answer one HTTP request; never raises.
 
     Each stage reads only the configuration it needs: the prechecks none, ``verifier`` the
@@ -136,8 +141,14 @@ class RelayService:
 
     def handle(self, *, method: str, headers: Mapping[str, str], body: bytes) -> RelayResponse:
         """Answer one HTTP request; never raises."""
-        return answer_request(method=method, headers=headers, body=body, verifier=lambda: self.verifier,
-                              service=lambda: self, built_service=lambda: self)
+        return answer_request(
+            method=method,
+            headers=headers,
+            body=body,
+            verifier=lambda: self.verifier,
+            service=lambda: self,
+            built_service=lambda: self,
+        )
 
     def answer(self, delivery: Delivery) -> RelayResponse:
         """Parse, route and start runs for a verified delivery.
@@ -202,8 +213,9 @@ class RelayService:
             if result.claim is None:
                 return self._repeat(request, result.entry)
             try:
-                attempt = attempt_run(result.claim, starter=self._starter, ledger=self._ledger, deadline=deadline,
-                                      source="webhook")
+                attempt = attempt_run(
+                    result.claim, starter=self._starter, ledger=self._ledger, deadline=deadline, source="webhook"
+                )
             except BaseException:
                 # Nothing was started (e.g. the PAT secret is missing): free the key for a retry.
                 record(self._ledger, result.claim, EntryState.RELEASED, request.correlation, detail="relay error")
@@ -252,9 +264,13 @@ class RelayService:
                 log_decision("queued", ids, level=logging.WARNING, detail=exc.detail)
                 return RunOutcome(request, "queued", detail=exc.detail)
         if record(self._ledger, claim, EntryState.RELEASED, ids, detail=exc.detail) is None:
-            log_decision("unavailable", ids, level=logging.ERROR,
-                         detail=f"nothing started or queued and the claim could not be released; a repeat after "
-                                f"{self._ledger.lease:.0f} s takes it over: {exc.detail}")
+            log_decision(
+                "unavailable",
+                ids,
+                level=logging.ERROR,
+                detail=f"nothing started or queued and the claim could not be released; a repeat after "
+                f"{self._ledger.lease:.0f} s takes it over: {exc.detail}",
+            )
         else:
             log_decision("unavailable", ids, level=logging.WARNING, detail=exc.detail)
         return RunOutcome(request, "unavailable", detail=exc.detail, retry_after=exc.retry_after)

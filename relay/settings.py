@@ -89,8 +89,9 @@ class Settings(SecretSettings):
     queue_visibility_timeout_seconds: float | None = Field(None, alias="QUEUE_VISIBILITY_TIMEOUT_SECONDS", gt=0)
 
     # Delivery log, state marks and catch-up (relay.delivery_log, relay.catch_up; issue 17).
-    delivery_log_table: str = Field("relaydeliverylog", alias="DELIVERY_LOG_TABLE",
-                                    pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$")  # fmt: skip
+    delivery_log_table: str = Field(
+        "relaydeliverylog", alias="DELIVERY_LOG_TABLE", pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+    )
     delivery_log_retention_days: float | None = Field(None, alias="DELIVERY_LOG_RETENTION_DAYS", gt=0)
     # Read by the Functions host (the timer's %CATCH_UP_SCHEDULE% binding); checked here.
     catch_up_schedule: str = Field("0 */15 * * * *", alias="CATCH_UP_SCHEDULE", pattern=r"^\S+( \S+){5}$")

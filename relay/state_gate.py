@@ -78,10 +78,12 @@ class StateMarkGate:
                     decided.append(outcome)
                     continue
                 # Catch-up's attempt left no run: this delivery carries the state from here on.
-                moves[request.rule] = StateMark(version, max(observed, mark.observed_at), event.delivery_id, origin,
-                                                now)  # fmt: skip
-            elif mark is None or (observed >= mark.observed_at and (mark.version, mark.delivery_id) != (
-                    version, event.delivery_id)):  # fmt: skip
+                moves[request.rule] = StateMark(
+                    version, max(observed, mark.observed_at), event.delivery_id, origin, now
+                )
+            elif mark is None or (
+                observed >= mark.observed_at and (mark.version, mark.delivery_id) != (version, event.delivery_id)
+            ):
                 moves[request.rule] = mine
             remaining.append(request)
         return decided, remaining, moves
@@ -90,13 +92,19 @@ class StateMarkGate:
         entry = self._ledger.get(f"{mark.delivery_id}:{request.rule}")
         if entry is None or entry.state not in _RUN_OWNED:
             return None
-        detail = (f"catch-up ({mark.delivery_id}) already started version {mark.version} for {selector}; "
-                  f"this late delivery starts nothing")  # fmt: skip
+        detail = (
+            f"catch-up ({mark.delivery_id}) already started version {mark.version} for {selector}; "
+            f"this late delivery starts nothing"
+        )
         log_decision("duplicate", request.correlation, run_id=entry.run.run_id if entry.run else None, detail=detail)
         return RunOutcome(request, "duplicate", run=entry.run, detail=detail)
 
 
 def _caught_up(mark: StateMark, event: RegistryEvent, observed: float) -> bool:
     """Whether catch-up dispatched this very state after the event happened."""
-    return (mark.origin == "catch-up" and mark.version == (event.version or "")
-            and mark.delivery_id != event.delivery_id and observed <= mark.observed_at)  # fmt: skip
+    return (
+        mark.origin == "catch-up"
+        and mark.version == (event.version or "")
+        and mark.delivery_id != event.delivery_id
+        and observed <= mark.observed_at
+    )

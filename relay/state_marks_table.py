@@ -50,10 +50,17 @@ class TableStateMarks:
     def put(self, state: SelectorState) -> SelectorState:
         """Raises ``MarkConflict`` (someone wrote since ``state`` was read), ``StorageUnavailable``."""
         pk, rk = mark_keys(state.model, state.selector)
-        marks = {rule: [m.version, m.observed_at, m.delivery_id, m.origin, m.updated_at] for rule, m in
-                 state.marks.items()}  # fmt: skip
-        entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "kind": "mark", "model": state.model,
-                                  "selector": state.selector, "marks": json.dumps(marks, sort_keys=True)}
+        marks = {
+            rule: [m.version, m.observed_at, m.delivery_id, m.origin, m.updated_at] for rule, m in state.marks.items()
+        }
+        entity: dict[str, Any] = {
+            "PartitionKey": pk,
+            "RowKey": rk,
+            "kind": "mark",
+            "model": state.model,
+            "selector": state.selector,
+            "marks": json.dumps(marks, sort_keys=True),
+        }
         read = _Read(state.etag) if state.etag else None
         try:
             metadata = put_conditionally(self._store.client(), entity, read, what="state marks")

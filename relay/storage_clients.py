@@ -63,8 +63,14 @@ def queue_service(settings: Settings, *, credential_factory: Callable[[], Any]) 
     fixed = budgets.fixed_durations()
     # The queue SDK ignores retry_backoff_factor: its default ExponentialRetry waits 12-18 s before
     # a retry, past every budget. A linear policy without jitter keeps the wait the budgets count.
-    options = {**client_options(), "retry_policy": LinearRetry(
-        backoff=fixed.storage_retry_backoff, retry_total=fixed.storage_retry_total, random_jitter_range=0)}  # type: ignore[arg-type]
+    options = {
+        **client_options(),
+        "retry_policy": LinearRetry(
+            backoff=fixed.storage_retry_backoff,  # type: ignore[arg-type]  # annotated int, used as seconds
+            retry_total=fixed.storage_retry_total,
+            random_jitter_range=0,
+        ),
+    }
     conn = _connection_string(settings)
     if conn:
         return QueueServiceClient.from_connection_string(conn, **options)

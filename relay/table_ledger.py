@@ -39,13 +39,21 @@ def to_entity(entry: LedgerEntry) -> dict[str, Any]:
     pk, rk = table_keys(entry.key)
     run = entry.run
     return {
-        "PartitionKey": pk, "RowKey": rk, "key": entry.key, "state": entry.state.value,
-        "updated_at": entry.updated_at, "claimed_at": entry.claimed_at, "first_claimed_at": entry.first_claimed_at,
-        "run_id": run.run_id if run else None, "url": run.url if run else None,
-        "pipeline_id": run.pipeline_id if run else None, "detail": entry.detail[:1000],
+        "PartitionKey": pk,
+        "RowKey": rk,
+        "key": entry.key,
+        "state": entry.state.value,
+        "updated_at": entry.updated_at,
+        "claimed_at": entry.claimed_at,
+        "first_claimed_at": entry.first_claimed_at,
+        "run_id": run.run_id if run else None,
+        "url": run.url if run else None,
+        "pipeline_id": run.pipeline_id if run else None,
+        "detail": entry.detail[:1000],
         "request": entry.request.model_dump_json() if entry.request else None,
-        "attempts": entry.attempts, "forced_by": entry.forced_by,
-    }  # fmt: skip
+        "attempts": entry.attempts,
+        "forced_by": entry.forced_by,
+    }
 
 
 def from_entity(entity: dict[str, Any]) -> LedgerEntry:
@@ -53,16 +61,25 @@ def from_entity(entity: dict[str, Any]) -> LedgerEntry:
     run = None
     if entity.get("state") == EntryState.STARTED or entity.get("run_id") is not None:
         run_id = entity.get("run_id")
-        run = PipelineRun(rule=key.rpartition(":")[2], pipeline_id=int(entity.get("pipeline_id") or 0),
-                          run_id=int(run_id) if run_id is not None else None, url=entity.get("url"))
+        run = PipelineRun(
+            rule=key.rpartition(":")[2],
+            pipeline_id=int(entity.get("pipeline_id") or 0),
+            run_id=int(run_id) if run_id is not None else None,
+            url=entity.get("url"),
+        )
     request = entity.get("request")
     return LedgerEntry(
-        key=key, state=EntryState(entity["state"]), updated_at=float(entity["updated_at"]),
-        claimed_at=float(entity.get("claimed_at") or 0), first_claimed_at=float(entity.get("first_claimed_at") or 0),
-        run=run, detail=str(entity.get("detail") or ""),
+        key=key,
+        state=EntryState(entity["state"]),
+        updated_at=float(entity["updated_at"]),
+        claimed_at=float(entity.get("claimed_at") or 0),
+        first_claimed_at=float(entity.get("first_claimed_at") or 0),
+        run=run,
+        detail=str(entity.get("detail") or ""),
         request=PipelineRunRequest.model_validate_json(request) if request else None,
-        attempts=int(entity.get("attempts") or 0), forced_by=str(entity.get("forced_by") or ""),
-    )  # fmt: skip
+        attempts=int(entity.get("attempts") or 0),
+        forced_by=str(entity.get("forced_by") or ""),
+    )
 
 
 def _etag(metadata: Any) -> str:
@@ -78,9 +95,13 @@ class TableLedger:
     """
 
     def __init__(
-        self, service: TableServiceClient, table_name: str, timing: LedgerTiming,
-        *, clock: Callable[[], float] = time.time,
-    ) -> None:  # fmt: skip
+        self,
+        service: TableServiceClient,
+        table_name: str,
+        timing: LedgerTiming,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._service = service
         self._table_name = table_name
         self._timing = timing
@@ -162,8 +183,9 @@ class TableLedger:
         fresh = self._timing.expired(previous, now)
         entry = claimed_entry(request or previous.request, now, previous, fresh=fresh)  # type: ignore[arg-type]
         try:
-            metadata = self._client().update_entity(to_entity(entry), mode=UpdateMode.REPLACE, etag=etag,
-                                                    match_condition=MatchConditions.IfNotModified)
+            metadata = self._client().update_entity(
+                to_entity(entry), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError):
             # Another attempt took it over between our read and write: it holds the key.
             current = self._read(key)
@@ -171,7 +193,12 @@ class TableLedger:
         return ClaimResult(entry, _claim(entry, _etag(metadata), fresh=fresh))
 
     def record(
-        self, claim: Claim, state: EntryState, *, run: PipelineRun | None = None, detail: str = "",
+        self,
+        claim: Claim,
+        state: EntryState,
+        *,
+        run: PipelineRun | None = None,
+        detail: str = "",
         attempts: int | None = None,
     ) -> Claim:
         """Record the holder's outcome, conditional on its claim.
@@ -185,16 +212,22 @@ class TableLedger:
         from azure.data.tables import UpdateMode
 
         pk, rk = table_keys(claim.key)
-        change: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "state": state.value,
-                                  "updated_at": self._clock(), "detail": detail[:1000]}
+        change: dict[str, Any] = {
+            "PartitionKey": pk,
+            "RowKey": rk,
+            "state": state.value,
+            "updated_at": self._clock(),
+            "detail": detail[:1000],
+        }
         if run is not None:
             change.update(run_id=run.run_id, url=run.url, pipeline_id=run.pipeline_id)
         if attempts is not None:
             change["attempts"] = attempts
         with storage_errors("delivery ledger"):
             try:
-                metadata = self._client().update_entity(change, mode=UpdateMode.MERGE, etag=claim.etag,
-                                                        match_condition=MatchConditions.IfNotModified)
+                metadata = self._client().update_entity(
+                    change, mode=UpdateMode.MERGE, etag=claim.etag, match_condition=MatchConditions.IfNotModified
+                )
             except (ResourceModifiedError, ResourceNotFoundError):
                 raise ClaimLost(f"delivery {claim.key!r} is held by another attempt now") from None
         return replace(claim, etag=_etag(metadata), attempts=claim.attempts if attempts is None else attempts)
@@ -208,9 +241,14 @@ class TableLedger:
             found = self._read(key)
             if found is None:
                 raise KeyError(key)
-            change = {"PartitionKey": pk, "RowKey": rk, "state": EntryState.RELEASED.value,
-                      "updated_at": self._clock(), "forced_by": by,
-                      "detail": found[0].detail.removeprefix(PARKING)}  # a replay starts afresh
+            change = {
+                "PartitionKey": pk,
+                "RowKey": rk,
+                "state": EntryState.RELEASED.value,
+                "updated_at": self._clock(),
+                "forced_by": by,
+                "detail": found[0].detail.removeprefix(PARKING),
+            }  # a replay starts afresh
             self._client().update_entity(change, mode=UpdateMode.MERGE)
             found = self._read(key)
         assert found is not None
@@ -219,5 +257,12 @@ class TableLedger:
 
 def _claim(entry: LedgerEntry, etag: str, *, fresh: bool) -> Claim:
     assert entry.request is not None
-    return Claim(key=entry.key, etag=etag, claimed_at=entry.claimed_at, first_claimed_at=entry.first_claimed_at,
-                 request=entry.request, fresh=fresh, attempts=entry.attempts)
+    return Claim(
+        key=entry.key,
+        etag=etag,
+        claimed_at=entry.claimed_at,
+        first_claimed_at=entry.first_claimed_at,
+        request=entry.request,
+        fresh=fresh,
+        attempts=entry.attempts,
+    )

@@ -27,8 +27,10 @@ from webhook.errors import ConfigurationError
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Stand-ins for the two settings a read-only command does not use (it starts nothing).
-_READ_ONLY_PLACEHOLDERS = {"DEVOPS_ORG_URL": "https://dev.azure.com/not-used-by-read-only-commands",
-                           "DEVOPS_PROJECT": "not-used"}  # fmt: skip
+_READ_ONLY_PLACEHOLDERS = {
+    "DEVOPS_ORG_URL": "https://dev.azure.com/not-used-by-read-only-commands",
+    "DEVOPS_PROJECT": "not-used",
+}
 
 
 def operator_identity(explicit: str | None = None, *, environ: Mapping[str, str] = os.environ) -> str:

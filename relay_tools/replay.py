@@ -32,9 +32,14 @@ class ReplayResult:
 
 
 def replay_delivery(
-    relay: Relay, store: DeliveryLogStore, delivery_id: str, *, operator: str, rule: str | None = None,
+    relay: Relay,
+    store: DeliveryLogStore,
+    delivery_id: str,
+    *,
+    operator: str,
+    rule: str | None = None,
     force: bool = False,
-) -> ReplayResult:  # fmt: skip
+) -> ReplayResult:
     """Replay one delivery; the delivery log records the outcome (origin ``replay``).
 
     Raises:
@@ -60,8 +65,9 @@ def replay_delivery(
         outcomes = relay.service.dispatch(requests, event=event)
         answer = outcomes_answer(event, outcomes)
     assert relay.log is not None
-    relay.log.log.delivered(event, outcomes, answer, origin="replay", forced_by=operator,
-                            replay_of=delivery_id if force else "")  # fmt: skip
+    relay.log.log.delivered(
+        event, outcomes, answer, origin="replay", forced_by=operator, replay_of=delivery_id if force else ""
+    )
     relay.log.log.flush(timeout=15)
     return ReplayResult(event, outcomes, answer, reopened)
 

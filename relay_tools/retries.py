@@ -41,8 +41,12 @@ class PoisonMessage:
 
     def as_json(self) -> dict[str, Any]:
         reason = self.document.get("reason") or "moved by the Functions host after maxDequeueCount deliveries"
-        return {"message_id": self.message_id, "inserted_on": short_time(self.inserted_on), **self.document,
-                "reason": reason}  # fmt: skip
+        return {
+            "message_id": self.message_id,
+            "inserted_on": short_time(self.inserted_on),
+            **self.document,
+            "reason": reason,
+        }
 
 
 def _poison_client(settings: Settings) -> Any:
@@ -51,8 +55,11 @@ def _poison_client(settings: Settings) -> Any:
     from relay.storage_clients import queue_service
 
     service = queue_service(settings, credential_factory=lambda: azure_credential(settings.azure_client_id))
-    return service.get_queue_client(POISON_QUEUE_NAME, message_decode_policy=TextBase64DecodePolicy(),
-                                    message_encode_policy=TextBase64EncodePolicy())  # fmt: skip
+    return service.get_queue_client(
+        POISON_QUEUE_NAME,
+        message_decode_policy=TextBase64DecodePolicy(),
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
 
 
 def _parse(message: Any) -> PoisonMessage:
@@ -87,9 +94,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not shown:
         print(f"{POISON_QUEUE_NAME} is empty")
     for item in shown:
-        print(f"{item['inserted_on']}  {item.get('delivery_id', '?')}  rule {item.get('rule', '?')}  model "
-              f"{item.get('model', '?')} v{item.get('version') or '-'}  attempt {item.get('attempt', '?')}  "
-              f"ledger: {item['ledger']}\n    {item['reason']}")  # fmt: skip
+        print(
+            f"{item['inserted_on']}  {item.get('delivery_id', '?')}  rule {item.get('rule', '?')}  model "
+            f"{item.get('model', '?')} v{item.get('version') or '-'}  attempt {item.get('attempt', '?')}  "
+            f"ledger: {item['ledger']}\n    {item['reason']}"
+        )
     if total > len(shown):
         print(f"({len(shown)} of about {total} shown: a queue shows at most {PEEK_LIMIT} at a time)")
     return 0
@@ -117,8 +126,11 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     with storage_errors("poison queue"):
         while True:
             try:
-                batch = list(client.receive_messages(messages_per_page=PEEK_LIMIT, max_messages=PEEK_LIMIT,
-                                                     visibility_timeout=RECEIVE_VISIBILITY))  # fmt: skip
+                batch = list(
+                    client.receive_messages(
+                        messages_per_page=PEEK_LIMIT, max_messages=PEEK_LIMIT, visibility_timeout=RECEIVE_VISIBILITY
+                    )
+                )
             except ResourceNotFoundError:
                 batch = []
             fresh = [m for m in batch if m.id not in seen]
@@ -128,8 +140,10 @@ def cmd_redrive(args: argparse.Namespace) -> int:
                 done = False
                 if message.id not in seen and wanted:
                     done, note = _redrive(parsed, ledger, queue, operator, settings)
-                    print(f"{parsed.document.get('delivery_id', parsed.message_id)} rule "
-                          f"{parsed.document.get('rule', '?')}: {note}")  # fmt: skip
+                    print(
+                        f"{parsed.document.get('delivery_id', parsed.message_id)} rule "
+                        f"{parsed.document.get('rule', '?')}: {note}"
+                    )
                     moved, problems = moved + done, problems + (not done)
                 seen.add(message.id)
                 if done:
@@ -144,8 +158,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _redrive(message: PoisonMessage, ledger: DeliveryLedger, queue: Any, operator: str,
-             settings: Settings) -> tuple[bool, str]:  # fmt: skip
+def _redrive(
+    message: PoisonMessage, ledger: DeliveryLedger, queue: Any, operator: str, settings: Settings
+) -> tuple[bool, str]:
     """Re-enqueue one message's ledger entry; (removed from the poison queue?, what happened)."""
     from relay.delivery_records import RuleRecord
 
@@ -162,14 +177,27 @@ def _redrive(message: PoisonMessage, ledger: DeliveryLedger, queue: Any, operato
         return False, "an attempt holds it right now; left in the poison queue, try again shortly"
     if entry.state in (EntryState.REFUSED, EntryState.POISONED):
         ledger.reopen(message.key, by=operator)
-    ticket = RetryTicket(key=message.key, delivery_id=entry.request.delivery_id, model=entry.request.model_name,
-                         version=entry.request.version, rule=entry.request.rule, attempt=1,
-                         last_error=f"redriven by {operator}: {str(document.get('last_error') or '')[:300]}")
+    ticket = RetryTicket(
+        key=message.key,
+        delivery_id=entry.request.delivery_id,
+        model=entry.request.model_name,
+        version=entry.request.version,
+        rule=entry.request.rule,
+        attempt=1,
+        last_error=f"redriven by {operator}: {str(document.get('last_error') or '')[:300]}",
+    )
     queue.enqueue(ticket, delay=0)
     note = f"re-enqueued on {RETRY_QUEUE_NAME} (was {entry.state.value}) by {operator}"
-    record = RuleRecord(rule=ticket.rule, status="queued", origin="retry", forced_by=operator,
-                        detail=f"redriven by {operator}", pipeline_id=entry.request.pipeline_id,
-                        attempts=entry.attempts, updated_at=time.time())  # fmt: skip
+    record = RuleRecord(
+        rule=ticket.rule,
+        status="queued",
+        origin="retry",
+        forced_by=operator,
+        detail=f"redriven by {operator}",
+        pipeline_id=entry.request.pipeline_id,
+        attempts=entry.attempts,
+        updated_at=time.time(),
+    )
     try:
         log_store(settings).write_rule(ticket.delivery_id, record, model=ticket.model, version=ticket.version)
     except RelayError as exc:  # the run is on its way; only the log missed it

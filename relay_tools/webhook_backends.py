@@ -86,19 +86,23 @@ class DatabricksWebhooks:
 
     def create(self, spec: WebhookSpec, *, secret: str) -> WebhookView:
         response = self._api.create_webhook(
-            events=self._events(spec.events), description=spec.description or None,
-            http_url_spec=self._url_spec(spec.url, secret), model_name=spec.model or None,
-        )  # fmt: skip
+            events=self._events(spec.events),
+            description=spec.description or None,
+            http_url_spec=self._url_spec(spec.url, secret),
+            model_name=spec.model or None,
+        )
         return self._view(response.webhook)
 
     def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
         from databricks.sdk.service.ml import RegistryWebhookStatus
 
         response = self._api.update_webhook(
-            id=webhook_id, events=self._events(spec.events), description=spec.description or None,
+            id=webhook_id,
+            events=self._events(spec.events),
+            description=spec.description or None,
             http_url_spec=self._url_spec(spec.url, secret),
             status=RegistryWebhookStatus(spec.status) if spec.status else None,
-        )  # fmt: skip
+        )
         return self._view(response.webhook)
 
     def test(self, webhook_id: str, event: str) -> TestOutcome:
@@ -126,10 +130,13 @@ class DatabricksWebhooks:
     @staticmethod
     def _view(hook: Any) -> WebhookView:
         return WebhookView(
-            id=hook.id or "", url=hook.http_url_spec.url if hook.http_url_spec else "",
-            events=tuple(e.value for e in hook.events or ()), model=hook.model_name or "",
-            status=hook.status.value if hook.status else "", description=hook.description or "",
-        )  # fmt: skip
+            id=hook.id or "",
+            url=hook.http_url_spec.url if hook.http_url_spec else "",
+            events=tuple(e.value for e in hook.events or ()),
+            model=hook.model_name or "",
+            status=hook.status.value if hook.status else "",
+            description=hook.description or "",
+        )
 
 
 class MlflowWebhooks:
@@ -150,16 +157,25 @@ class MlflowWebhooks:
 
     def create(self, spec: WebhookSpec, *, secret: str) -> WebhookView:
         hook = self._client.create_webhook(
-            name=spec.name, url=spec.url, events=list(spec.events),
-            description=spec.description or None, secret=secret, status=spec.status or None,
-        )  # fmt: skip
+            name=spec.name,
+            url=spec.url,
+            events=list(spec.events),
+            description=spec.description or None,
+            secret=secret,
+            status=spec.status or None,
+        )
         return self._view(hook)
 
     def update(self, webhook_id: str, spec: WebhookSpec, *, secret: str) -> WebhookView:
         hook = self._client.update_webhook(
-            webhook_id, name=spec.name, url=spec.url, events=list(spec.events),
-            description=spec.description or None, secret=secret, status=spec.status or None,
-        )  # fmt: skip
+            webhook_id,
+            name=spec.name,
+            url=spec.url,
+            events=list(spec.events),
+            description=spec.description or None,
+            secret=secret,
+            status=spec.status or None,
+        )
         return self._view(hook)
 
     def test(self, webhook_id: str, event: str) -> TestOutcome:
@@ -181,6 +197,11 @@ class MlflowWebhooks:
     @staticmethod
     def _view(hook: Any) -> WebhookView:
         return WebhookView(
-            id=hook.webhook_id, url=hook.url, events=tuple(str(e) for e in hook.events),
-            model="", status=str(hook.status), description=hook.description or "", name=hook.name or "",
-        )  # fmt: skip
+            id=hook.webhook_id,
+            url=hook.url,
+            events=tuple(str(e) for e in hook.events),
+            model="",
+            status=str(hook.status),
+            description=hook.description or "",
+            name=hook.name or "",
+        )

@@ -69,9 +69,12 @@ def _spec(args: argparse.Namespace) -> WebhookSpec:
     events = tuple(e.strip() for e in (args.events or "").split(",") if e.strip())
     model = args.model if args.platform == "databricks" else ""
     return WebhookSpec(
-        url=args.url, events=events or DEFAULT_EVENTS[args.platform], model=model or "",
-        description=args.description or "", name=args.name,
-    )  # fmt: skip
+        url=args.url,
+        events=events or DEFAULT_EVENTS[args.platform],
+        model=model or "",
+        description=args.description or "",
+        name=args.name,
+    )
 
 
 def _line(view: WebhookView) -> str:
@@ -79,9 +82,12 @@ def _line(view: WebhookView) -> str:
 
 
 def cmd_create(
-    args: argparse.Namespace, *, secret_provider: Callable[[], str], backend_factory: BackendFactory,
+    args: argparse.Namespace,
+    *,
+    secret_provider: Callable[[], str],
+    backend_factory: BackendFactory,
     out: TextIO | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Create the relay's webhook, or update the one already pointing at the same URL."""
     out = out or sys.stdout
     spec, backend = _spec(args), backend_factory(args)
@@ -101,9 +107,12 @@ def cmd_create(
 
 
 def cmd_list(
-    args: argparse.Namespace, *, secret_provider: Callable[[], str], backend_factory: BackendFactory,
+    args: argparse.Namespace,
+    *,
+    secret_provider: Callable[[], str],
+    backend_factory: BackendFactory,
     out: TextIO | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """List webhooks (id, status, model, URL, events); secrets are never returned by either API."""
     out = out or sys.stdout
     for view in backend_factory(args).list_all(args.model if args.platform == "databricks" else ""):
@@ -112,9 +121,12 @@ def cmd_list(
 
 
 def cmd_test(
-    args: argparse.Namespace, *, secret_provider: Callable[[], str], backend_factory: BackendFactory,
+    args: argparse.Namespace,
+    *,
+    secret_provider: Callable[[], str],
+    backend_factory: BackendFactory,
     out: TextIO | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Ask the platform to send a test delivery and show what the relay answered (exit 1 unless 2xx/3xx)."""
     out = out or sys.stdout
     outcome = backend_factory(args).test(args.id, args.event or "")
@@ -126,9 +138,12 @@ def cmd_test(
 
 
 def cmd_delete(
-    args: argparse.Namespace, *, secret_provider: Callable[[], str], backend_factory: BackendFactory,
+    args: argparse.Namespace,
+    *,
+    secret_provider: Callable[[], str],
+    backend_factory: BackendFactory,
     out: TextIO | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Delete one webhook by id."""
     backend_factory(args).delete(args.id)
     (out or sys.stdout).write(f"deleted\t{args.id}\n")
@@ -145,12 +160,19 @@ def add_webhooks_parser(
     webhooks = subparsers.add_parser("webhooks", help="register the relay's registry webhooks", description=__doc__)
     actions = webhooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--platform", choices=PLATFORMS, required=True,
-                        help="databricks: workspace model registry (DATABRICKS_HOST + az login); "
-                             "mlflow: open-source MLflow 3 tracking server")
-    common.add_argument("--tracking-uri", default="",
-                        help="MLflow only: the tracking server, e.g. https://mlflow.example.com "
-                             "(default: MLFLOW_TRACKING_URI; required)")
+    common.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        required=True,
+        help="databricks: workspace model registry (DATABRICKS_HOST + az login); "
+        "mlflow: open-source MLflow 3 tracking server",
+    )
+    common.add_argument(
+        "--tracking-uri",
+        default="",
+        help="MLflow only: the tracking server, e.g. https://mlflow.example.com "
+        "(default: MLFLOW_TRACKING_URI; required)",
+    )
     common.add_argument("--model", default="", help="Databricks: registered model (default: registry-wide)")
     commands: dict[str, tuple[Callable[..., int], str]] = {
         "create": (cmd_create, "create or update the relay's webhook"),
@@ -163,12 +185,16 @@ def add_webhooks_parser(
         if name == "create":
             sub.add_argument("--url", required=True, help="https://<app>/api/MLflowWebHookTransition")
             sub.add_argument("--events", default="", help="comma-separated; default per platform")
-            sub.add_argument("--description", default="Starts Azure DevOps pipelines via mlflow-devops-relay",
-                             help="the webhook's description, shown by the platform")
+            sub.add_argument(
+                "--description",
+                default="Starts Azure DevOps pipelines via mlflow-devops-relay",
+                help="the webhook's description, shown by the platform",
+            )
             sub.add_argument("--name", default=DEFAULT_NAME, help="MLflow webhook name")
         if name in ("test", "delete"):
             sub.add_argument("--id", required=True, help="webhook id (see `list`)")
         if name == "test":
             sub.add_argument("--event", default="", help="event to simulate (default: the platform's choice)")
-        sub.set_defaults(func=functools.partial(_guarded, handler, backend_factory=backend_factory,
-                                                secret_provider=secret_provider))
+        sub.set_defaults(
+            func=functools.partial(_guarded, handler, backend_factory=backend_factory, secret_provider=secret_provider)
+        )

@@ -77,14 +77,26 @@ class IdentityStandIn:
                     return
                 client_id = query.get("client_id", SYSTEM_ASSIGNED_CLIENT_ID)
                 if client_id not in (SYSTEM_ASSIGNED_CLIENT_ID, USER_ASSIGNED_CLIENT_ID):
-                    self._json(400, {"statusCode": 400, "message": f"no identity with client_id {client_id} is "
-                                                                  "assigned to this app"})
+                    self._json(
+                        400,
+                        {
+                            "statusCode": 400,
+                            "message": f"no identity with client_id {client_id} is assigned to this app",
+                        },
+                    )
                     return
                 with owner._lock:
                     owner.tokens[resource] += 1
-                self._json(200, {"access_token": owner.token_for(resource),
-                                 "expires_on": str(int(time.time()) + owner.lifetime),
-                                 "resource": resource, "token_type": "Bearer", "client_id": client_id})
+                self._json(
+                    200,
+                    {
+                        "access_token": owner.token_for(resource),
+                        "expires_on": str(int(time.time()) + owner.lifetime),
+                        "resource": resource,
+                        "token_type": "Bearer",
+                        "client_id": client_id,
+                    },
+                )
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         _serve(self._server, "identity-standin")
@@ -181,8 +193,11 @@ class KeyVaultStandIn:
             challenge = (
                 f'Bearer authorization="https://login.microsoftonline.com/{TENANT_ID}", resource="{self.resource}"'
             )
-            handler._json(401, {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer"}},
-                          {"WWW-Authenticate": challenge})  # fmt: skip
+            handler._json(
+                401,
+                {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer"}},
+                {"WWW-Authenticate": challenge},
+            )
             return
         name = segments[1]
         if self.rbac_denied:
@@ -191,8 +206,9 @@ class KeyVaultStandIn:
                 "or role definitions were changed recently, please observe propagation time.\r\n"
                 "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'"
             )
-            handler._json(403, {"error": {"code": "Forbidden", "message": message,
-                                          "innererror": {"code": "ForbiddenByRbac"}}})  # fmt: skip
+            handler._json(
+                403, {"error": {"code": "Forbidden", "message": message, "innererror": {"code": "ForbiddenByRbac"}}}
+            )
             return
         with self._lock:
             self.reads[name] += 1
@@ -203,8 +219,16 @@ class KeyVaultStandIn:
             )
             return
         version = "0123456789abcdef0123456789abcdef"
-        handler._json(200, {
-            "value": value, "id": f"{self.vault_url}/secrets/{name}/{version}",
-            "attributes": {"enabled": True, "created": 1764300000, "updated": 1764300000,
-                           "recoveryLevel": "Recoverable"},
-        })  # fmt: skip
+        handler._json(
+            200,
+            {
+                "value": value,
+                "id": f"{self.vault_url}/secrets/{name}/{version}",
+                "attributes": {
+                    "enabled": True,
+                    "created": 1764300000,
+                    "updated": 1764300000,
+                    "recoveryLevel": "Recoverable",
+                },
+            },
+        )

@@ -28,7 +28,9 @@ from relay.storage_clients import azurite_connection_string
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
-_LISTENING = re.compile(r"Azurite (?P<service>Blob|Queue|Table) service is successfully listening at http://[^:]+:(?P<port>\d+)")
+_LISTENING = re.compile(
+    r"Azurite (?P<service>Blob|Queue|Table) service is successfully listening at http://[^:]+:(?P<port>\d+)"
+)
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -71,11 +73,24 @@ def azurite_command(binary: Path = AZURITE_BIN) -> list[str]:
     """The command line: loopback only, OS-chosen ports, in memory, no telemetry, quiet."""
     return [
         str(binary),
-        "--blobHost", "127.0.0.1", "--blobPort", "0",
-        "--queueHost", "127.0.0.1", "--queuePort", "0",
-        "--tableHost", "127.0.0.1", "--tablePort", "0",
-        "--inMemoryPersistence", "--disableTelemetry", "--silent", "--skipApiVersionCheck", "--loose",
-    ]  # fmt: skip
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        "0",
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        "0",
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        "0",
+        "--inMemoryPersistence",
+        "--disableTelemetry",
+        "--silent",
+        "--skipApiVersionCheck",
+        "--loose",
+    ]
 
 
 def _accepts(port: int) -> bool:
@@ -101,9 +116,14 @@ def start_azurite(binary: Path = AZURITE_BIN, *, timeout: float = START_TIMEOUT_
     # --inMemoryPersistence refuses --location; the working directory gets its debug files, if any.
     workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
     process = subprocess.Popen(
-        azurite_command(binary), cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        azurite_command(binary),
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     azurite = Azurite(process, workdir)
     ready = threading.Event()
 

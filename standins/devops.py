@@ -62,8 +62,12 @@ _NON_MEMBER_ID = "00000000-0000-0000-0000-0000000000d7"
 # DevOps' location service lists it). The version range covers what the relay (7.1) and the
 # SDK (7.0, 7.1-preview.1) send.
 PIPELINES_LOCATIONS = (
-    {"id": "7859261e-d2e9-4a68-b820-a5d84cc5bb3d", "area": "pipelines", "resourceName": "runs",
-     "routeTemplate": "{project}/_apis/{area}/{pipelineId}/{resource}/{runId}"},
+    {
+        "id": "7859261e-d2e9-4a68-b820-a5d84cc5bb3d",
+        "area": "pipelines",
+        "resourceName": "runs",
+        "routeTemplate": "{project}/_apis/{area}/{pipelineId}/{resource}/{runId}",
+    },
 )
 API_VERSIONS = {"resourceVersion": 1, "minVersion": "5.1", "maxVersion": "7.2", "releasedVersion": "7.1"}
 _API_VERSION = re.compile(r"api-version=(?P<version>\d+\.\d+)")
@@ -90,8 +94,12 @@ class Fault:
 
     @property
     def label(self) -> str:
-        what = {"status": f"HTTP {self.status}", "slow": f"answer after {self.delay:g} s", "reset": "connection reset",
-                "signin": "sign-in page"}.get(self.kind, self.kind)
+        what = {
+            "status": f"HTTP {self.status}",
+            "slow": f"answer after {self.delay:g} s",
+            "reset": "connection reset",
+            "signin": "sign-in page",
+        }.get(self.kind, self.kind)
         return f"devops run created, then {what}" if self.after_create else f"devops {what}"
 
 
@@ -220,19 +228,30 @@ class DevOpsStandIn:
     def run_json(self, run: StartedRun) -> dict[str, Any]:
         web = f"https://dev.azure.com/{run.org}/{run.project}/_build/results?buildId={run.run_id}"
         return {
-            "id": run.run_id, "name": f"20261128.{run.run_id}", "state": "inProgress", "createdDate": run.created,
+            "id": run.run_id,
+            "name": f"20261128.{run.run_id}",
+            "state": "inProgress",
+            "createdDate": run.created,
             "url": f"{self.org_url}/{run.project}/_apis/pipelines/{run.pipeline_id}/runs/{run.run_id}",
-            "pipeline": {"id": run.pipeline_id}, "templateParameters": run.template_parameters,
+            "pipeline": {"id": run.pipeline_id},
+            "templateParameters": run.template_parameters,
             "_links": {"web": {"href": web}},
-        }  # fmt: skip
+        }
 
     @property
     def api_requests(self) -> list[dict[str, Any]]:
         """Every recorded request but anonymous connection warm-ups (``GET {org}/_apis/connectionData``
         without credentials: how the relay opens its connection ahead, ``relay/prefetch.py``)."""
         with self._lock:
-            return [r for r in self.requests if not (r["method"] == "GET" and r["path"].endswith(
-                "/_apis/connectionData") and "Authorization" not in r["headers"])]
+            return [
+                r
+                for r in self.requests
+                if not (
+                    r["method"] == "GET"
+                    and r["path"].endswith("/_apis/connectionData")
+                    and "Authorization" not in r["headers"]
+                )
+            ]
 
     def runs_for(self, pipeline_id: int) -> list[StartedRun]:
         with self._lock:
@@ -266,8 +285,9 @@ class _Handler(StandInHandler):
         owner = self.owner
         path, _, query = self.path.partition("?")
         with owner._lock:
-            owner.requests.append({"method": "OPTIONS", "path": path, "query": query,
-                                   "headers": dict(self.headers.items())})
+            owner.requests.append(
+                {"method": "OPTIONS", "path": path, "query": query, "headers": dict(self.headers.items())}
+            )
         if path != f"/{owner.org}/_apis":
             self._json(404, {"message": f"no route for OPTIONS {path}"})
             return
@@ -351,8 +371,9 @@ class _Handler(StandInHandler):
         raw = self.rfile.read(length)
         path, _, query = self.path.partition("?")
         with owner._lock:
-            owner.requests.append({"method": "POST", "path": path, "query": query,
-                                   "headers": dict(self.headers.items()), "body": raw})  # fmt: skip
+            owner.requests.append(
+                {"method": "POST", "path": path, "query": query, "headers": dict(self.headers.items()), "body": raw}
+            )
             owner.post_count += 1
             number = owner.post_count
         fault = owner.faults(number)
@@ -384,10 +405,13 @@ class _Handler(StandInHandler):
         declared = owner.declared_parameters.get(pipeline_id, RELAY_DEFAULT_PARAMETERS)
         unexpected = sorted(set(body.get("templateParameters") or {}) - declared)
         if unexpected:
-            self._json(400, {
-                "message": f"Unexpected parameter '{unexpected[0]}'",
-                "typeKey": "PipelineValidationException",
-            })  # fmt: skip
+            self._json(
+                400,
+                {
+                    "message": f"Unexpected parameter '{unexpected[0]}'",
+                    "typeKey": "PipelineValidationException",
+                },
+            )
             return
         if body.get("previewRun") is True:
             self._preview(pipeline_id, body)

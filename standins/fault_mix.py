@@ -47,9 +47,15 @@ class MixPlan:
 
 def devops_plan(rng: random.Random, plan: MixPlan, lease: float, outage: tuple[float, float]) -> FaultPlan:
     """A seeded choice of fault per DevOps POST, 503 throughout ``outage`` (thread-safe)."""
-    choices = [Fault("status", 503), Fault("status", 429, retry_after="0"), Fault("reset"),
-               Fault("slow", delay=0.3), Fault("status", 504, after_create=True), Fault("reset", after_create=True),
-               Fault("slow", delay=lease + 1, after_create=True)]
+    choices = [
+        Fault("status", 503),
+        Fault("status", 429, retry_after="0"),
+        Fault("reset"),
+        Fault("slow", delay=0.3),
+        Fault("status", 504, after_create=True),
+        Fault("reset", after_create=True),
+        Fault("slow", delay=lease + 1, after_create=True),
+    ]
     lock = threading.Lock()
 
     def choose(_: int) -> Fault:
@@ -88,14 +94,24 @@ def storage_faults(plan: MixPlan, read_timeout: float) -> list[WriteFault]:
         ("poison message send fails (500)", queue_send("relay-retry-poison"), "error"),
         ("ledger write slower than the SDK's timeout", table_write(), "slow"),
     ]
-    return [WriteFault(kind, match, action=action, probability=plan.storage_rate / (3 if action == "slow" else 1),
-                       status=503 if "503" in kind else 500, delay=read_timeout * 1.5, seed=plan.seed + n)
-            for n, (kind, match, action) in enumerate(kinds)]
+    return [
+        WriteFault(
+            kind,
+            match,
+            action=action,
+            probability=plan.storage_rate / (3 if action == "slow" else 1),
+            status=503 if "503" in kind else 500,
+            delay=read_timeout * 1.5,
+            seed=plan.seed + n,
+        )
+        for n, (kind, match, action) in enumerate(kinds)
+    ]
 
 
 def _deliveries(plan: MixPlan) -> list[Delivery]:
-    return [mlflow_delivery(version=100 + n) if n % 2 else databricks_delivery(version=100 + n)
-            for n in range(plan.events)]
+    return [
+        mlflow_delivery(version=100 + n) if n % 2 else databricks_delivery(version=100 + n) for n in range(plan.events)
+    ]
 
 
 def fault_mix(harness: RelayHarness, plan: MixPlan | None = None) -> Figures:
@@ -111,8 +127,9 @@ def fault_mix(harness: RelayHarness, plan: MixPlan | None = None) -> Figures:
     harness.standin.get_faults = listing_plan(random.Random(rng.random()), plan.listing_rate)
     for fault in storage_faults(plan, fixed.storage_read_timeout):
         harness.storage.add(fault)
-    window = harness.storage.outage(plan.outage_seconds, after=rng.uniform(0.5, 3.0),
-                                    kind=rng.choice(["reset", "busy"]))
+    window = harness.storage.outage(
+        plan.outage_seconds, after=rng.uniform(0.5, 3.0), kind=rng.choice(["reset", "busy"])
+    )
     figures.notes.append(f"storage outage window {plan.outage_seconds:g} s ({window.kind})")
     deliveries = _deliveries(plan)
     sends: list[tuple[float, Delivery]] = []

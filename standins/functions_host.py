@@ -123,33 +123,44 @@ class FunctionsHost:
 
     async def _init(self, directory: Path) -> None:
         runtime.start_threadpool_executor()
-        init = self.rpc.WorkerInitRequest(host_version=HOST_VERSION, function_app_directory=str(directory),
-                                          worker_directory=str(Path(runtime.__file__).parent))
+        init = self.rpc.WorkerInitRequest(
+            host_version=HOST_VERSION,
+            function_app_directory=str(directory),
+            worker_directory=str(Path(runtime.__file__).parent),
+        )
         response = await runtime.worker_init_request(
-            WorkerRequest("WorkerInitRequest", self._message(worker_init_request=init), self._properties()))
+            WorkerRequest("WorkerInitRequest", self._message(worker_init_request=init), self._properties())
+        )
         _status_ok(response.result, "WorkerInitRequest")
 
     async def _specialize(self, environment: Mapping[str, str]) -> None:
-        reload = self.rpc.FunctionEnvironmentReloadRequest(environment_variables=dict(environment),
-                                                           function_app_directory=str(self.app_dir))
+        reload = self.rpc.FunctionEnvironmentReloadRequest(
+            environment_variables=dict(environment), function_app_directory=str(self.app_dir)
+        )
         message = self._message(function_environment_reload_request=reload)
         response = await runtime.function_environment_reload_request(
-            WorkerRequest("FunctionEnvironmentReloadRequest", message, self._properties()))
+            WorkerRequest("FunctionEnvironmentReloadRequest", message, self._properties())
+        )
         _status_ok(response.result, "FunctionEnvironmentReloadRequest")
 
     async def _index_and_load(self) -> None:
         request = self.rpc.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))
         response = await runtime.functions_metadata_request(
-            WorkerRequest("WorkerMetadataRequest", self._message(functions_metadata_request=request)))
+            WorkerRequest("WorkerMetadataRequest", self._message(functions_metadata_request=request))
+        )
         _status_ok(response.result, "FunctionsMetadataRequest")
         for metadata in response.function_metadata_results:
             load = self.rpc.FunctionLoadRequest(function_id=metadata.function_id, metadata=metadata)
             loaded = await runtime.function_load_request(
-                WorkerRequest("FunctionLoadRequest", self._message(function_load_request=load)))
+                WorkerRequest("FunctionLoadRequest", self._message(function_load_request=load))
+            )
             _status_ok(loaded.result, f"FunctionLoadRequest({metadata.name})")
             self.functions[metadata.name] = IndexedFunction(
-                metadata.name, metadata.function_id, tuple(json.loads(raw) for raw in metadata.raw_bindings),
-                {name: info.direction for name, info in metadata.bindings.items()})
+                metadata.name,
+                metadata.function_id,
+                tuple(json.loads(raw) for raw in metadata.raw_bindings),
+                {name: info.direction for name, info in metadata.bindings.items()},
+            )
 
     def start(self) -> FunctionsHost:
         """Dedicated-plan start: the worker indexes the app on ``WorkerInitRequest``.
@@ -204,19 +215,23 @@ class FunctionsHost:
     async def _invoke(self, name: str, binding: str, data: Any, metadata: dict[str, Any]) -> InvocationOutcome:
         function = self.functions[name]
         request = self.rpc.InvocationRequest(
-            invocation_id=str(uuid.uuid4()), function_id=function.function_id,
+            invocation_id=str(uuid.uuid4()),
+            function_id=function.function_id,
             input_data=[self.rpc.ParameterBinding(name=binding, data=data)],
-            trigger_metadata={**metadata, "sys": self._system_metadata(name)})
+            trigger_metadata={**metadata, "sys": self._system_metadata(name)},
+        )
         response = await runtime.invocation_request(
-            WorkerRequest("FunctionInvocationRequest", self._message(invocation_request=request)))
+            WorkerRequest("FunctionInvocationRequest", self._message(invocation_request=request))
+        )
         if response.invocation_id != request.invocation_id:
             raise AssertionError("the invocation response names another invocation")
         ok = response.result.status == self.rpc.StatusResult.Success
         value = response.return_value if response.HasField("return_value") else None
         return InvocationOutcome(ok, "" if ok else response.result.exception.message, value)
 
-    async def http(self, name: str, *, method: str, headers: Mapping[str, str], body: bytes,
-                   query: Mapping[str, str] | None = None) -> HttpAnswer:
+    async def http(
+        self, name: str, *, method: str, headers: Mapping[str, str], body: bytes, query: Mapping[str, str] | None = None
+    ) -> HttpAnswer:
         """Invoke an HTTP-triggered function as the host does for ``<method> /api/<route>``.
 
         Raises:
@@ -224,8 +239,9 @@ class FunctionsHost:
         """
         trigger = self.functions[name].trigger()
         url = f"http://localhost:7071/api/{trigger.get('route', name)}"
-        http = self.rpc.RpcHttp(method=method, url=url, headers=dict(headers), query=dict(query or {}),
-                                body=self.rpc.TypedData(bytes=body))
+        http = self.rpc.RpcHttp(
+            method=method, url=url, headers=dict(headers), query=dict(query or {}), body=self.rpc.TypedData(bytes=body)
+        )
         outcome = await self._invoke(name, trigger["name"], self.rpc.TypedData(http=http), {})
         if not outcome.succeeded:
             raise WorkerFailure(f"invocation of {name} failed: {outcome.error}")

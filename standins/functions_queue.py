@@ -79,8 +79,14 @@ class FunctionsQueueHost:
     """Drives ``RetryPipelineRun`` from its queue until stopped; see the module docstring."""
 
     def __init__(
-        self, connection_string: str, host: CompressedHost, *, function_name: str = "RetryPipelineRun",
-        instances: int = 1, lose_result: float = 0.0, seed: int = 0,
+        self,
+        connection_string: str,
+        host: CompressedHost,
+        *,
+        function_name: str = "RetryPipelineRun",
+        instances: int = 1,
+        lose_result: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self._function, binding = registered_function(function_name)
         self.queue_name = str(binding["queueName"])
@@ -160,9 +166,13 @@ class FunctionsQueueHost:
                     time.sleep(0.02)
                     continue
                 try:
-                    batch = list(queue.receive_messages(messages_per_page=self.batch_size,
-                                                        max_messages=self.batch_size,
-                                                        visibility_timeout=self.dequeue_visibility))
+                    batch = list(
+                        queue.receive_messages(
+                            messages_per_page=self.batch_size,
+                            max_messages=self.batch_size,
+                            visibility_timeout=self.dequeue_visibility,
+                        )
+                    )
                 except AzureError as exc:
                     self._count_storage_error("receive", exc)
                     batch = []
@@ -199,8 +209,11 @@ class FunctionsQueueHost:
             self.stats.invocations += 1
             self.stats.dequeue_counts[message.dequeue_count or 0] += 1
         try:
-            self._function(FunctionsQueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
-                                                 pop_receipt=renewal.pop_receipt))
+            self._function(
+                FunctionsQueueMessage(
+                    id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=renewal.pop_receipt
+                )
+            )
         except Exception as exc:  # the host records any exception as a failed invocation
             with self._lock:
                 self.stats.failed += 1

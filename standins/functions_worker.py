@@ -46,7 +46,11 @@ class WorkerProcess:
     """The parent's handle on one worker child; use as a context manager."""
 
     def __init__(
-        self, app_dir: Path, environment: Mapping[str, str], *, specialized: bool = True,
+        self,
+        app_dir: Path,
+        environment: Mapping[str, str],
+        *,
+        specialized: bool = True,
         max_visibility: int | None = None,
     ) -> None:
         self.app_dir, self.environment, self.specialized = app_dir, dict(environment), specialized
@@ -64,13 +68,22 @@ class WorkerProcess:
             env = {k: v for k, v in os.environ.items() if k in PLACEHOLDER_ENV}
         else:
             env = self.environment
-        self._child = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
+        self._child = subprocess.Popen(
+            command,
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
         if self.specialized:
             self._send({"op": "specialize", "environment": self.environment})
         ready = self._receive()
-        self.functions = {name: ReportedFunction(name, tuple(f["bindings"]), f["directions"])
-                          for name, f in ready["functions"].items()}
+        self.functions = {
+            name: ReportedFunction(name, tuple(f["bindings"]), f["directions"])
+            for name, f in ready["functions"].items()
+        }
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,8 +109,15 @@ class WorkerProcess:
         return answer
 
     def http(self, function: str, *, method: str, headers: Mapping[str, str], body: bytes) -> HttpAnswer:
-        self._send({"op": "http", "function": function, "method": method, "headers": dict(headers),
-                    "body": base64.b64encode(body).decode()})
+        self._send(
+            {
+                "op": "http",
+                "function": function,
+                "method": method,
+                "headers": dict(headers),
+                "body": base64.b64encode(body).decode(),
+            }
+        )
         answer = self._receive()
         return HttpAnswer(answer["status"], answer["headers"], base64.b64decode(answer["body"]))
 
@@ -115,21 +135,35 @@ def _serve(host: Any, requests: IO[str], answers: IO[str]) -> None:
         answers.write(json.dumps(document) + "\n")
         answers.flush()
 
-    reply({"functions": {name: {"bindings": list(f.bindings), "directions": f.binding_directions}
-                         for name, f in host.functions.items()}})
+    reply(
+        {
+            "functions": {
+                name: {"bindings": list(f.bindings), "directions": f.binding_directions}
+                for name, f in host.functions.items()
+            }
+        }
+    )
     for line in requests:
         request = json.loads(line)
         if request["op"] == "exit":
             return
         try:
             if request["op"] == "http":
-                answer = host.run(host.http(request["function"], method=request["method"], headers=request["headers"],
-                                            body=base64.b64decode(request["body"])))
-                reply({"status": answer.status, "headers": answer.headers,
-                       "body": base64.b64encode(answer.body).decode()})
+                answer = host.run(
+                    host.http(
+                        request["function"],
+                        method=request["method"],
+                        headers=request["headers"],
+                        body=base64.b64decode(request["body"]),
+                    )
+                )
+                reply(
+                    {"status": answer.status, "headers": answer.headers, "body": base64.b64encode(answer.body).decode()}
+                )
             else:
-                outcome = host.run(host.queue(request["function"], text=request["text"],
-                                              dequeue_count=request["dequeue_count"]))
+                outcome = host.run(
+                    host.queue(request["function"], text=request["text"], dequeue_count=request["dequeue_count"])
+                )
                 value = None if outcome.return_value is None else str(outcome.return_value)
                 reply({"succeeded": outcome.succeeded, "error": outcome.error, "return_value": value})
         except Exception as exc:  # the parent reports it with the child's log

@@ -94,11 +94,14 @@ class Delivery:
 def mlflow_delivery(*, version: int = 1, delivery_id: str | None = None, secret: str = WEBHOOK_SECRET) -> Delivery:
     """An MLflow ``model_version_alias.created`` (champion) delivery, signed now."""
     delivery_id = delivery_id or f"fault-{uuid.uuid4()}"
-    body = json.dumps({
-        "entity": "model_version_alias", "action": "created",
-        "timestamp": "2026-11-28T15:29:01.109946+00:00",
-        "data": {"name": MODEL, "alias": "champion", "version": str(version)},
-    }).encode()
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "2026-11-28T15:29:01.109946+00:00",
+            "data": {"name": MODEL, "alias": "champion", "version": str(version)},
+        }
+    ).encode()
     headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=int(time.time()), secret=secret)
     return Delivery(delivery_id, str(version), body, headers)
 
@@ -107,11 +110,18 @@ def databricks_delivery(*, version: int = 1, secret: str = WEBHOOK_SECRET, text:
     """A Databricks transition-to-Production delivery; its id is derived from the body."""
     from webhook.events import parse_databricks_event
 
-    body = json.dumps({
-        "event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "webhook_id": "5c0b7d1e2a3f4b6c",
-        "event_timestamp": int(time.time() * 1000) + version, "model_name": MODEL,
-        "version": str(version), "to_stage": "Production", "from_stage": "Staging", "text": text,
-    }).encode()
+    body = json.dumps(
+        {
+            "event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+            "webhook_id": "5c0b7d1e2a3f4b6c",
+            "event_timestamp": int(time.time() * 1000) + version,
+            "model_name": MODEL,
+            "version": str(version),
+            "to_stage": "Production",
+            "from_stage": "Staging",
+            "text": text,
+        }
+    ).encode()
     headers = {"Content-Type": "application/json", "X-Databricks-Signature": sign_databricks(body, secret=secret)}
     return Delivery(parse_databricks_event(body).delivery_id, str(version), body, headers)
 
@@ -153,9 +163,19 @@ class RelayHarness:
     """
 
     def __init__(
-        self, azurite: Azurite, workdir: Path, *, scale: TimeScale | None = None, deadline: float = 1.0,
-        max_attempts: int = 3, base_delay: float = 1.0, settings: dict[str, str] | None = None,
-        host_instances: int = 1, lose_result: float = 0.0, seed: int = 0, run_host: bool = True,
+        self,
+        azurite: Azurite,
+        workdir: Path,
+        *,
+        scale: TimeScale | None = None,
+        deadline: float = 1.0,
+        max_attempts: int = 3,
+        base_delay: float = 1.0,
+        settings: dict[str, str] | None = None,
+        host_instances: int = 1,
+        lose_result: float = 0.0,
+        seed: int = 0,
+        run_host: bool = True,
     ) -> None:
         self.azurite = azurite
         self.workdir = workdir
@@ -170,9 +190,15 @@ class RelayHarness:
         rules.parent.mkdir(parents=True, exist_ok=True)
         rules.write_text(SCENARIO_RULES, encoding="utf-8")
         self.settings = {
-            "DEVOPS_PROJECT": PROJECT, "DEVOPS_DEADLINE_SECONDS": str(deadline), "WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "DEVOPS_AUTH": "pat", "DEVOPS_PAT": DEVOPS_PAT, "ROUTES_FILE": str(rules), "IDEMPOTENCY_TABLE": self.table,
-            "RETRY_MAX_ATTEMPTS": str(max_attempts), "RETRY_BASE_DELAY_SECONDS": str(base_delay),
+            "DEVOPS_PROJECT": PROJECT,
+            "DEVOPS_DEADLINE_SECONDS": str(deadline),
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "DEVOPS_AUTH": "pat",
+            "DEVOPS_PAT": DEVOPS_PAT,
+            "ROUTES_FILE": str(rules),
+            "IDEMPOTENCY_TABLE": self.table,
+            "RETRY_MAX_ATTEMPTS": str(max_attempts),
+            "RETRY_BASE_DELAY_SECONDS": str(base_delay),
             **(settings or {}),
         }
         self._stack = ExitStack()
@@ -187,10 +213,16 @@ class RelayHarness:
         self.storage.start()
         stack.callback(self.storage.stop)
         self.clock = stack.enter_context(compressed_time(self.scale, self.workdir))
-        stack.enter_context(_environment({
-            "DEVOPS_ORG_URL": self.standin.org_url, "DEVOPS_CA_BUNDLE": str(self.standin.tls.ca_file),
-            "AzureWebJobsStorage": self.storage.connection_string, **self.settings,
-        }))
+        stack.enter_context(
+            _environment(
+                {
+                    "DEVOPS_ORG_URL": self.standin.org_url,
+                    "DEVOPS_CA_BUNDLE": str(self.standin.tls.ca_file),
+                    "AzureWebJobsStorage": self.storage.connection_string,
+                    **self.settings,
+                }
+            )
+        )
         relay_log = logging.getLogger("relay")
         relay_log.addHandler(self.logs)
         stack.callback(relay_log.removeHandler, self.logs)
@@ -226,16 +258,30 @@ class RelayHarness:
     # -- senders -----------------------------------------------------------------------------
     def post(self, delivery: Delivery) -> Answer:
         """Call the registered HTTP function as the Functions host would."""
-        request = func.HttpRequest(method="POST", url=f"http://localhost:7071{WEBHOOK_PATH}",
-                                   headers=dict(delivery.headers), params={}, route_params={},
-                                   body=delivery.body)
+        request = func.HttpRequest(
+            method="POST",
+            url=f"http://localhost:7071{WEBHOOK_PATH}",
+            headers=dict(delivery.headers),
+            params={},
+            route_params={},
+            body=delivery.body,
+        )
         started = time.monotonic()
         response = registered_function("MLflowWebHookTransition")[0](request)
-        return Answer(response.status_code, json.loads(response.get_body()), dict(response.headers.items()),
-                      time.monotonic() - started)
+        return Answer(
+            response.status_code,
+            json.loads(response.get_body()),
+            dict(response.headers.items()),
+            time.monotonic() - started,
+        )
 
-    def send(self, delivery: Delivery, *, tries: int = 10, post: Callable[[Delivery], Answer] | None = None,
-             ) -> list[Answer]:
+    def send(
+        self,
+        delivery: Delivery,
+        *,
+        tries: int = 10,
+        post: Callable[[Delivery], Answer] | None = None,
+    ) -> list[Answer]:
         """Send like MLflow: re-send on 429/5xx after Retry-After (at most the visibility timeout).
 
         MLflow gives up after 3 retries; these senders try ``tries`` times, because a 503 with
@@ -297,8 +343,11 @@ class RelayHarness:
                 continue
             for message in messages:
                 body = base64.b64decode(message.content)
-                retry(FunctionsQueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt,
-                                        dequeue_count=message.dequeue_count))
+                retry(
+                    FunctionsQueueMessage(
+                        id=message.id, body=body, pop_receipt=message.pop_receipt, dequeue_count=message.dequeue_count
+                    )
+                )
                 queue.delete_message(message)
                 processed += 1
 

@@ -65,8 +65,11 @@ def _poison_lines(harness: RelayHarness) -> set[tuple[str, str, str]]:
     """(delivery id, rule, version) of every ERROR ``poisoned`` line."""
     found = set()
     for record in harness.logs.decisions("poisoned", level=logging.ERROR):
-        ids = (str(getattr(record, "relay_delivery_id", "")), str(getattr(record, "relay_rule", "")),
-               str(getattr(record, "relay_version", "")))
+        ids = (
+            str(getattr(record, "relay_delivery_id", "")),
+            str(getattr(record, "relay_rule", "")),
+            str(getattr(record, "relay_version", "")),
+        )
         if f"version {ids[2]} was NOT deployed" in record.getMessage():
             found.add(ids)
     return found
@@ -95,8 +98,11 @@ def account(harness: RelayHarness, deliveries: list[Delivery], figures: Figures)
     figures.delivery_ids = [d.delivery_id for d in deliveries]
     for (delivery_id, pipeline), delivery in expected.items():
         rule = RULES[pipeline]
-        kind = ending(runs[(delivery_id, pipeline)], poisons[f"{delivery_id}:{rule}"],
-                      (delivery_id, rule, delivery.version) in lines)
+        kind = ending(
+            runs[(delivery_id, pipeline)],
+            poisons[f"{delivery_id}:{rule}"],
+            (delivery_id, rule, delivery.version) in lines,
+        )
         figures.endings[kind] += 1
         if kind in BAD_KINDS:
             figures.notes.append(f"{kind}: delivery {delivery_id} rule {rule}")
@@ -110,8 +116,10 @@ def account(harness: RelayHarness, deliveries: list[Delivery], figures: Figures)
         stats = harness.host.stats
         if stats.results_lost:
             figures.faults["host lost a completed result"] += stats.results_lost
-        figures.notes.append(f"queue host: {stats.invocations} invocations, {stats.failed} raised, "
-                             f"{stats.poisoned_by_host} moved to poison by the host")
+        figures.notes.append(
+            f"queue host: {stats.invocations} invocations, {stats.failed} raised, "
+            f"{stats.poisoned_by_host} moved to poison by the host"
+        )
     return figures
 
 
@@ -119,26 +127,41 @@ def story(harness: RelayHarness, delivery_id: str, rule: str, *, limit: int = 60
     """The relay's log lines about one delivery's ``rule`` (and the delivery as a whole), in order."""
     records = [r for r in harness.logs.records if delivery_id in r.getMessage()]
     start = records[0].created if records else 0.0
-    lines = [f"{r.created - start:7.2f} {r.threadName[:20]:20} {r.levelname:7} {r.getMessage()[:300]}"
-             for r in records if f"rule={rule}" in r.getMessage() or "rule=" not in r.getMessage()]
+    lines = [
+        f"{r.created - start:7.2f} {r.threadName[:20]:20} {r.levelname:7} {r.getMessage()[:300]}"
+        for r in records
+        if f"rule={rule}" in r.getMessage() or "rule=" not in r.getMessage()
+    ]
     return lines[:limit]
 
 
 def format_table(rows: list[Figures]) -> str:
     """The figures as a fixed-width table, then each scenario's faults and notes."""
-    header = ("scenario", "events", "event x rule", "runs", "poisons", "lost", "doubled", "other bad", "sent",
-              "wall s")
-    lines = [[f.scenario, str(f.events), str(f.keys), str(f.runs), str(f.poisons), str(f.lost), str(f.doubled),
-              str(f.violations - f.lost - f.doubled), str(f.sent), f"{f.wall_seconds:.1f}"] for f in rows]
+    header = ("scenario", "events", "event x rule", "runs", "poisons", "lost", "doubled", "other bad", "sent", "wall s")
+    lines = [
+        [
+            f.scenario,
+            str(f.events),
+            str(f.keys),
+            str(f.runs),
+            str(f.poisons),
+            str(f.lost),
+            str(f.doubled),
+            str(f.violations - f.lost - f.doubled),
+            str(f.sent),
+            f"{f.wall_seconds:.1f}",
+        ]
+        for f in rows
+    ]
     widths = [max(len(row[i]) for row in [list(header), *lines]) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-           "  ".join("-" * w for w in widths)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), "  ".join("-" * w for w in widths)]
     out.extend("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines)
     for f in rows:
         out.append(f"  [{f.scenario}] endings: " + ", ".join(f"{k} {v}" for k, v in sorted(f.endings.items())))
         if f.faults:
-            out.append(f"  [{f.scenario}] faults injected: " +
-                       ", ".join(f"{k} x{v}" for k, v in sorted(f.faults.items())))
+            out.append(
+                f"  [{f.scenario}] faults injected: " + ", ".join(f"{k} x{v}" for k, v in sorted(f.faults.items()))
+            )
         out.append(f"  [{f.scenario}] answers: " + ", ".join(f"{k} x{v}" for k, v in sorted(f.answers.items())))
         out.extend(f"  [{f.scenario}] {note}" for note in f.notes)
     return "\n".join(out)

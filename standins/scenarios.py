@@ -123,8 +123,16 @@ def stale_holder_is_fenced(harness: RelayHarness) -> tuple[Figures, threading.Ev
     release = threading.Event()
     harness.standin.faults = lambda _: DOWN
     harness.storage.add(WriteFault("retry ticket send fails (500)", queue_send("relay-retry"), count=2))
-    harness.storage.add(WriteFault("ledger write of 'released' held past the lease", table_write("released"),
-                                   action="slow", count=2, delay=60, hold=release))
+    harness.storage.add(
+        WriteFault(
+            "ledger write of 'released' held past the lease",
+            table_write("released"),
+            action="slow",
+            count=2,
+            delay=60,
+            hold=release,
+        )
+    )
     delivery = mlflow_delivery()
     figures.record([harness.post(delivery)], final=False)  # 503: nothing started, queued or released
     harness.standin.faults = no_faults
@@ -194,8 +202,9 @@ def parking_write_answer_lost(harness: RelayHarness) -> Figures:
     by that redelivery. Use ``max_attempts=1``."""
     figures, started = Figures("'poisoned' written, answer lost"), time.monotonic()
     harness.standin.faults = lambda _: DOWN
-    harness.storage.add(WriteFault("'poisoned' applied, answer 500", table_write("poisoned"),
-                                   action="applied_then_error", count=2))
+    harness.storage.add(
+        WriteFault("'poisoned' applied, answer 500", table_write("poisoned"), action="applied_then_error", count=2)
+    )
     delivery = mlflow_delivery(version=44)
     figures.record(harness.send(delivery))
     return _finish(harness, [delivery], figures, started)

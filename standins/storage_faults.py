@@ -39,8 +39,19 @@ from standins.azurite import Azurite
 from standins.functions_queue import HOST_USER_AGENT
 from standins.http import QuietServer, StandInHandler
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                         "transfer-encoding", "upgrade", "content-length"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
 ACTIONS = frozenset({"error", "reset", "applied_then_error", "applied_then_reset", "slow"})
 
 
@@ -96,8 +107,9 @@ def table_write(state: str | None = None, *, method: str | None = None) -> Predi
 
 def queue_send(queue: str) -> Predicate:
     """A relay message sent to ``queue`` (not the host's own poison copies)."""
-    return lambda r: (r.service == "queue" and r.method == "POST" and r.path.endswith(f"/{queue}/messages")
-                      and not r.from_host)
+    return lambda r: (
+        r.service == "queue" and r.method == "POST" and r.path.endswith(f"/{queue}/messages") and not r.from_host
+    )
 
 
 @dataclass
@@ -143,8 +155,11 @@ class Outage:
     include_host: bool = False
 
     def covers(self, request: StorageRequest, now: float) -> bool:
-        return (self.start <= now < self.end and request.service in self.services
-                and (self.include_host or not request.from_host))
+        return (
+            self.start <= now < self.end
+            and request.service in self.services
+            and (self.include_host or not request.from_host)
+        )
 
 
 @dataclass
@@ -186,8 +201,9 @@ class StorageFaultProxy:
 
     @property
     def connection_string(self) -> str:
-        return azurite_connection_string(blob_port=self.azurite.ports["blob"], queue_port=self.port("queue"),
-                                         table_port=self.port("table"))
+        return azurite_connection_string(
+            blob_port=self.azurite.ports["blob"], queue_port=self.port("queue"), table_port=self.port("table")
+        )
 
     # -- faults ------------------------------------------------------------------------------------
     def add(self, fault: WriteFault) -> WriteFault:
@@ -195,8 +211,15 @@ class StorageFaultProxy:
             self.faults.append(fault)
         return fault
 
-    def outage(self, seconds: float, *, after: float = 0.0, kind: str = "reset",
-               services: frozenset[str] = frozenset({"table", "queue"}), include_host: bool = False) -> Outage:
+    def outage(
+        self,
+        seconds: float,
+        *,
+        after: float = 0.0,
+        kind: str = "reset",
+        services: frozenset[str] = frozenset({"table", "queue"}),
+        include_host: bool = False,
+    ) -> Outage:
         """A window starting ``after`` seconds from now."""
         start = time.monotonic() + after
         window = Outage(start, start + seconds, kind, services, include_host)
@@ -290,8 +313,9 @@ class _ProxyHandler(StandInHandler):
             body = json.dumps({"odata.error": {"code": code, "message": {"lang": "en-US", "value": text}}}).encode()
             content_type = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
         else:
-            body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
-                    f"<Message>{text}</Message></Error>").encode()
+            body = (
+                f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{text}</Message></Error>'
+            ).encode()
             content_type = "application/xml"
         self._reply(status, body, content_type, {"x-ms-error-code": code})
 
@@ -299,8 +323,9 @@ class _ProxyHandler(StandInHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
-        request = StorageRequest(self.service_name, self.command, path, query,
-                                 {k.lower(): v for k, v in self.headers.items()}, body)
+        request = StorageRequest(
+            self.service_name, self.command, path, query, {k.lower(): v for k, v in self.headers.items()}, body
+        )
         action, fault, _ = self.owner.decide(request)
         if action == "reset":
             self._reset()

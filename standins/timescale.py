@@ -60,11 +60,13 @@ class TimeScale:
     def fixed_durations(self, base: FixedDurations | None = None) -> FixedDurations:
         base = base or FixedDurations()
         f = self.factor
-        return FixedDurations(storage_connect_timeout=base.storage_connect_timeout * f,
-                              storage_read_timeout=base.storage_read_timeout * f,
-                              storage_retry_total=base.storage_retry_total,
-                              storage_retry_backoff=base.storage_retry_backoff * f,
-                              clock_slack=base.clock_slack * f)
+        return FixedDurations(
+            storage_connect_timeout=base.storage_connect_timeout * f,
+            storage_read_timeout=base.storage_read_timeout * f,
+            storage_retry_total=base.storage_retry_total,
+            storage_retry_backoff=base.storage_retry_backoff * f,
+            clock_slack=base.clock_slack * f,
+        )
 
     def seconds(self, real_seconds: float) -> float:
         """A duration of the real host or relay, on this clock."""

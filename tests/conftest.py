@@ -149,8 +149,12 @@ class Deliveries:
     @staticmethod
     def mlflow_body(entity: str = "model_version_alias", action: str = "created", **data: Any) -> bytes:
         payload = data or {"name": "wine-quality", "alias": "champion", "version": "3"}
-        document = {"entity": entity, "action": action, "timestamp": "2026-11-28T15:29:01.109946+00:00",
-                    "data": payload}  # fmt: skip
+        document = {
+            "entity": entity,
+            "action": action,
+            "timestamp": "2026-11-28T15:29:01.109946+00:00",
+            "data": payload,
+        }
         return json.dumps(document).encode("utf-8")
 
     @staticmethod
@@ -161,9 +165,12 @@ class Deliveries:
 
     @staticmethod
     def mlflow_headers(
-        body: bytes, secret: str = TEST_WEBHOOK_SECRET, *, timestamp: int | None = None,
+        body: bytes,
+        secret: str = TEST_WEBHOOK_SECRET,
+        *,
+        timestamp: int | None = None,
         delivery_id: str | None = None,
-    ) -> dict[str, str]:  # fmt: skip
+    ) -> dict[str, str]:
         from webhook.signatures import mlflow_signed_headers
 
         delivery_id = delivery_id or str(uuid.uuid4())

@@ -26,8 +26,12 @@ def imported_modules(package: str) -> dict[str, set[str]]:
 
 
 def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
-    return [f"{file} imports {name}" for file, names in imported_modules(package).items() for name in sorted(names)
-            if name.split(".")[0] in forbidden or name in forbidden]
+    return [
+        f"{file} imports {name}"
+        for file, names in imported_modules(package).items()
+        for name in sorted(names)
+        if name.split(".")[0] in forbidden or name in forbidden
+    ]
 
 
 class TestLayering:
@@ -39,8 +43,14 @@ class TestLayering:
         assert offenders(package, ("relay_tools", "standins", "tests", "bench")) == []
 
     def test_the_service_and_the_worker_see_ports_not_adapters(self) -> None:
-        adapters = ("devops", "relay.table_ledger", "relay.retry_queue", "relay.keyvault", "relay.storage_clients",
-                    "azure")
+        adapters = (
+            "devops",
+            "relay.table_ledger",
+            "relay.retry_queue",
+            "relay.keyvault",
+            "relay.storage_clients",
+            "azure",
+        )
         for module in ("relay/service.py", "relay/run_attempt.py", "relay/retry_worker.py"):
             names = imported_modules("relay")[module]
             assert not [n for n in names if n in adapters or n.split(".")[0] in ("devops", "azure")], module

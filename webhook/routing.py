@@ -18,10 +18,20 @@ from webhook.events import KINDS_NEEDING_EXPLICIT_EVENT, EventKind, RegistryEven
 
 PLACEHOLDERS = frozenset(
     {
-        "model_name", "version", "event", "from_stage", "to_stage", "alias",
-        "source", "delivery_id", "event_time", "tag_key", "tag_value", "workspace",
+        "model_name",
+        "version",
+        "event",
+        "from_stage",
+        "to_stage",
+        "alias",
+        "source",
+        "delivery_id",
+        "event_time",
+        "tag_key",
+        "tag_value",
+        "workspace",
     }
-)  # fmt: skip
+)
 
 # Sent when a rule gives no ``parameters``: what pipelines/model-deploy-*.yaml declare.
 DEFAULT_PARAMETERS: dict[str, str] = {
@@ -238,8 +248,13 @@ class PipelineRunRequest(BaseModel):
     @property
     def correlation(self) -> dict[str, object]:
         """The ids a log line about this run carries (never parameters: they are user text)."""
-        return {"delivery_id": self.delivery_id, "model": self.model_name, "version": self.version,
-                "rule": self.rule, "pipeline_id": self.pipeline_id}  # fmt: skip
+        return {
+            "delivery_id": self.delivery_id,
+            "model": self.model_name,
+            "version": self.version,
+            "rule": self.rule,
+            "pipeline_id": self.pipeline_id,
+        }
 
 
 def parse_rules(text: str, *, origin: str = "routes.yaml") -> RouteRules:

@@ -57,19 +57,27 @@ async def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
     try:
         delivery = Delivery.from_http(dict(req.headers), req.get_body())
         delivery.verify(secrets=[os.environ["WEBHOOK_SECRET"]], now=now, max_age=600)
-        runs = route_event(_rules(), delivery.parse(now=now, max_age=600),
-                           default_project=os.environ["DEVOPS_PROJECT"])
+        runs = route_event(_rules(), delivery.parse(now=now, max_age=600), default_project=os.environ["DEVOPS_PROJECT"])
     except RelayError as exc:
         return _answer(exc.status, {"status": "error", "detail": exc.detail})
     token = base64.b64encode(f":{os.environ['DEVOPS_PAT']}".encode()).decode()
     headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
     client = _client()
-    responses = await asyncio.gather(*(
-        client.post(f"{runs_endpoint(os.environ['DEVOPS_ORG_URL'], run)}?api-version={API_VERSION}",
-                    json=run_request_body(run), headers=headers, timeout=120)
-        for run in runs))
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                f"{runs_endpoint(os.environ['DEVOPS_ORG_URL'], run)}?api-version={API_VERSION}",
+                json=run_request_body(run),
+                headers=headers,
+                timeout=120,
+            )
+            for run in runs
+        )
+    )
     if any(r.status_code != 200 for r in responses):
         return _answer(502, {"status": "failed", "detail": [r.status_code for r in responses]})
-    started = [{"rule": run.rule, "pipeline_id": run.pipeline_id, "run_id": r.json().get("id")}
-               for run, r in zip(runs, responses, strict=True)]
+    started = [
+        {"rule": run.rule, "pipeline_id": run.pipeline_id, "run_id": r.json().get("id")}
+        for run, r in zip(runs, responses, strict=True)
+    ]
     return _answer(200, {"status": "triggered", "runs": started})

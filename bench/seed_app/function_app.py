@@ -25,8 +25,9 @@ _clients: dict[str, object] = {}
 def _pipelines() -> object:
     """The SDK's pipelines client, made once per process (its first call asks DevOps for routes)."""
     if "pipelines" not in _clients:
-        connection = Connection(base_url=os.environ["DEVOPS_ORG_URL"],
-                                creds=BasicAuthentication("", os.environ["DEVOPS_PAT"]))
+        connection = Connection(
+            base_url=os.environ["DEVOPS_ORG_URL"], creds=BasicAuthentication("", os.environ["DEVOPS_PAT"])
+        )
         _clients["pipelines"] = connection.clients.get_pipelines_client()
     return _clients["pipelines"]
 
@@ -36,10 +37,16 @@ def _pipelines() -> object:
 def mlflow_webhook_transition(req: func.HttpRequest) -> func.HttpResponse:
     event = json.loads(req.get_body())
     data = event.get("data") or {}
-    parameters = {"model_name": data.get("name", ""), "model_version": str(data.get("version", "")),
-                  "event": f"{event.get('entity')}.{event.get('action')}", "alias": data.get("alias", ""),
-                  "delivery_id": req.headers.get("X-MLflow-Delivery-Id", "")}
+    parameters = {
+        "model_name": data.get("name", ""),
+        "model_version": str(data.get("version", "")),
+        "event": f"{event.get('entity')}.{event.get('action')}",
+        "alias": data.get("alias", ""),
+        "delivery_id": req.headers.get("X-MLflow-Delivery-Id", ""),
+    }
     run = _pipelines().run_pipeline(  # type: ignore[attr-defined]
         run_parameters=RunPipelineParameters(template_parameters=parameters),
-        project=os.environ["DEVOPS_PROJECT"], pipeline_id=int(os.environ["SEED_PIPELINE_ID"]))
+        project=os.environ["DEVOPS_PROJECT"],
+        pipeline_id=int(os.environ["SEED_PIPELINE_ID"]),
+    )
     return func.HttpResponse(json.dumps({"status": "triggered", "run_id": run.id}), mimetype="application/json")

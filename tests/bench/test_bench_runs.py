@@ -29,8 +29,12 @@ def test_quick_run_measures_and_reports(tmp_path: Path) -> None:
     measures = ["warm", "cold", "depth", "seed", "amortise", "fanout"]
     done = subprocess.run(
         [sys.executable, "bench/run.py", "--quick", "--only", *measures, "--json", str(results)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(results.read_text())
     assert report["errors"] == {}

@@ -58,12 +58,18 @@ class TestValidatedVersion:
         name = local_registry.register()
         local_registry.client.set_registered_model_alias(name, "champion", "1")
         sink = RecordingSink()
-        params = parse_job_args([
-            f"--model-name={name}", "--model-version=1", "--event=model_version_alias.created",
-            "--alias=champion", "--delivery-id=1bfda340-c7cc-47c8-857a-e51a449e2e3d",
-            "--pipeline-run=https://dev.azure.com/contoso/MLOps/_build/results?buildId=42",
-            "--job-run=991", f"--checks={check_module}:echoes_input",
-        ])  # fmt: skip
+        params = parse_job_args(
+            [
+                f"--model-name={name}",
+                "--model-version=1",
+                "--event=model_version_alias.created",
+                "--alias=champion",
+                "--delivery-id=1bfda340-c7cc-47c8-857a-e51a449e2e3d",
+                "--pipeline-run=https://dev.azure.com/contoso/MLOps/_build/results?buildId=42",
+                "--job-run=991",
+                f"--checks={check_module}:echoes_input",
+            ]
+        )
 
         outcome = run_job(params, _runtime(local_registry.client, sink))
 
@@ -218,9 +224,11 @@ class TestReadiness:
         ticks = iter(range(0, 10_000, 10))
         params = parse_job_args([f"--model-name={name}", "--model-version=1", "--ready-timeout-seconds=25"])
         runtime = JobRuntime(
-            client=PendingFirst(local_registry.client, 1000), sink=RecordingSink(),
-            sleep=lambda s: None, clock=lambda: float(next(ticks)),
-        )  # fmt: skip
+            client=PendingFirst(local_registry.client, 1000),
+            sink=RecordingSink(),
+            sleep=lambda s: None,
+            clock=lambda: float(next(ticks)),
+        )
 
         outcome = run_job(params, runtime)
 
@@ -246,9 +254,14 @@ class TestEntryPoint:
         name = local_registry.register()
         audit = tmp_path / "audit" / "runs.jsonl"
         argv = [
-            f"--model-name={name}", "--model-version=1", "--event=model_version.created",
-            f"--registry-uri={local_registry.uri}", f"--audit-path={audit}", "--alias=", "--to-stage=",
-        ]  # fmt: skip
+            f"--model-name={name}",
+            "--model-version=1",
+            "--event=model_version.created",
+            f"--registry-uri={local_registry.uri}",
+            f"--audit-path={audit}",
+            "--alias=",
+            "--to-stage=",
+        ]
 
         assert main(argv) == 0
         assert main(argv) == 0  # a re-run appends, it does not overwrite

@@ -26,8 +26,10 @@ def _resolved_arguments(spec: dict[str, Any], values: dict[str, str]) -> list[st
     """The task's arguments as Databricks would pass them, dynamic references replaced."""
     (task,) = spec["tasks"]
     arguments: list[str] = task["python_wheel_task"]["parameters"]
-    return [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: values[m.group(1)], a).replace(
-        "{{job.run_id}}", "881") for a in arguments]  # fmt: skip
+    return [
+        re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: values[m.group(1)], a).replace("{{job.run_id}}", "881")
+        for a in arguments
+    ]
 
 
 def test_validation_job_accepts_every_parameter_the_pipeline_sends() -> None:

@@ -26,9 +26,13 @@ class TestParameters:
 
     @pytest.mark.parametrize(
         "argv",
-        [["--model-version=1"], ["--model-name=m"], ["--model-name=m", "--model-version=v1"],
-         ["--model-name=m", "--model-version=1", "--poll-seconds=0"]],
-    )  # fmt: skip
+        [
+            ["--model-version=1"],
+            ["--model-name=m"],
+            ["--model-name=m", "--model-version=v1"],
+            ["--model-name=m", "--model-version=1", "--poll-seconds=0"],
+        ],
+    )
     def test_bad_parameters_are_refused(self, argv: list[str]) -> None:
         with pytest.raises(ParameterError):
             parse_job_args(argv)
@@ -40,22 +44,34 @@ class TestParameters:
 
 class TestSupersession:
     def test_current_event_is_not_superseded(self) -> None:
-        assert superseded_reason(version="3", expected_stage="Production", current_stage="production",
-                                 alias="champion", alias_version="3") is None  # fmt: skip
+        assert (
+            superseded_reason(
+                version="3",
+                expected_stage="Production",
+                current_stage="production",
+                alias="champion",
+                alias_version="3",
+            )
+            is None
+        )
 
     def test_stage_change_supersedes(self) -> None:
-        reason = superseded_reason(version="3", expected_stage="Staging", current_stage="Production",
-                                   alias="", alias_version=None)  # fmt: skip
+        reason = superseded_reason(
+            version="3", expected_stage="Staging", current_stage="Production", alias="", alias_version=None
+        )
         assert reason is not None and "no longer in Staging (now Production)" in reason
 
     def test_unity_catalog_version_has_no_stage(self) -> None:
-        reason = superseded_reason(version="3", expected_stage="Staging", current_stage=None,
-                                   alias="", alias_version=None)  # fmt: skip
+        reason = superseded_reason(
+            version="3", expected_stage="Staging", current_stage=None, alias="", alias_version=None
+        )
         assert reason is not None and "now None" in reason
 
     def test_events_naming_neither_stage_nor_alias_always_hold(self) -> None:
-        assert superseded_reason(version="3", expected_stage="", current_stage="Archived",
-                                 alias="", alias_version=None) is None  # fmt: skip
+        assert (
+            superseded_reason(version="3", expected_stage="", current_stage="Archived", alias="", alias_version=None)
+            is None
+        )
 
 
 class TestChecks:

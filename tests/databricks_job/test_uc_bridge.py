@@ -108,8 +108,10 @@ class TestDelivery:
         seen: list[httpx.Request] = []
         sleeps: list[float] = []
         answers: list[httpx.Response | Exception] = [
-            httpx.ConnectError("refused"), httpx.Response(429), httpx.Response(200),
-        ]  # fmt: skip
+            httpx.ConnectError("refused"),
+            httpx.Response(429),
+            httpx.Response(200),
+        ]
         post_signed(_client(answers, seen), RELAY_URL, _request(), sleep=sleeps.append)
         assert sleeps == [1.0, 2.0]
 
@@ -154,8 +156,10 @@ class TestEntryPoint:
                 delivery_id=request.headers.get("X-MLflow-Delivery-Id"),
                 timestamp=request.headers.get("X-MLflow-Timestamp"),
                 signature=request.headers.get("X-MLflow-Signature"),
-                secrets=[SECRET], now=datetime.now(UTC).timestamp(), max_age=600,
-            )  # fmt: skip
+                secrets=[SECRET],
+                now=datetime.now(UTC).timestamp(),
+                max_age=600,
+            )
             return httpx.Response(202, json={"status": "accepted"})
 
         return received, httpx.MockTransport(handler)
@@ -164,11 +168,22 @@ class TestEntryPoint:
         received, transport = relay
         name = local_registry.register()
         local_registry.client.set_registered_model_alias(name, "champion", "1")
-        argv = ["--relay-url", RELAY_URL, "--model-name", name, "--alias", "champion",
-                "--secret-scope", "relay", "--job-run-id", "5150"]  # fmt: skip
+        argv = [
+            "--relay-url",
+            RELAY_URL,
+            "--model-name",
+            name,
+            "--alias",
+            "champion",
+            "--secret-scope",
+            "relay",
+            "--job-run-id",
+            "5150",
+        ]
 
-        code = main(argv, registry=local_registry.client, secret_provider=lambda scope, key: SECRET,
-                    transport=transport)  # fmt: skip
+        code = main(
+            argv, registry=local_registry.client, secret_provider=lambda scope, key: SECRET, transport=transport
+        )
 
         assert code == 0
         body = json.loads(received[0].content)
@@ -179,11 +194,20 @@ class TestEntryPoint:
         received, transport = relay
         name = local_registry.register()
         local_registry.client.set_model_version_tag(name, "1", "team", "ml")
-        argv = ["--relay-url", RELAY_URL, "--event", "model_version.created", "--model-name", name,
-                "--model-version", "1", "--secret-scope", "relay"]  # fmt: skip
+        argv = [
+            "--relay-url",
+            RELAY_URL,
+            "--event",
+            "model_version.created",
+            "--model-name",
+            name,
+            "--model-version",
+            "1",
+            "--secret-scope",
+            "relay",
+        ]
 
-        assert main(argv, registry=local_registry.client, secret_provider=lambda s, k: SECRET,
-                    transport=transport) == 0  # fmt: skip
+        assert main(argv, registry=local_registry.client, secret_provider=lambda s, k: SECRET, transport=transport) == 0
 
         data = json.loads(received[0].content)["data"]
         assert data["source"] == local_registry.signed_model_uri
@@ -192,8 +216,18 @@ class TestEntryPoint:
 
     def test_refused_delivery_exits_non_zero(self, capsys: pytest.CaptureFixture[str]) -> None:
         transport = httpx.MockTransport(lambda request: httpx.Response(400, text="bad payload"))
-        argv = ["--relay-url", RELAY_URL, "--model-name", "c.s.m", "--model-version", "2", "--alias", "a",
-                "--secret-scope", "relay"]  # fmt: skip
+        argv = [
+            "--relay-url",
+            RELAY_URL,
+            "--model-name",
+            "c.s.m",
+            "--model-version",
+            "2",
+            "--alias",
+            "a",
+            "--secret-scope",
+            "relay",
+        ]
 
         assert main(argv, registry=object(), secret_provider=lambda s, k: SECRET, transport=transport) == 1
         captured = capsys.readouterr()
@@ -207,8 +241,9 @@ class TestScopeSecret:
     @responses.activate
     def test_reads_and_decodes_the_scope_secret(self, databricks_workspace: Any) -> None:
         responses.add(
-            responses.GET, "https://adb-1.azuredatabricks.net/api/2.0/secrets/get",
+            responses.GET,
+            "https://adb-1.azuredatabricks.net/api/2.0/secrets/get",
             json={"key": "mlflow-webhook-secret", "value": base64.b64encode(SECRET.encode()).decode()},
             match=[responses.matchers.query_param_matcher({"scope": "relay", "key": "mlflow-webhook-secret"})],
-        )  # fmt: skip
+        )
         assert read_scope_secret("relay", "mlflow-webhook-secret", workspace=databricks_workspace()) == SECRET

@@ -61,8 +61,10 @@ class TestHostJson:
         assert seconds(load_json("host.json")["functionTimeout"]) >= queues.visibility_timeout + 60
 
     def test_default_deadline_fits_the_shipped_visibility_timeout(self) -> None:
-        budgets = derive_budgets(deadline=Settings.model_fields["devops_deadline_seconds"].default,
-                                 visibility_timeout=host_queue_settings(REPO_ROOT / "host.json").visibility_timeout)
+        budgets = derive_budgets(
+            deadline=Settings.model_fields["devops_deadline_seconds"].default,
+            visibility_timeout=host_queue_settings(REPO_ROOT / "host.json").visibility_timeout,
+        )
         assert budgets.lease <= budgets.visibility_timeout
 
     def test_requests_exceptions_and_log_lines_are_never_sampled(self) -> None:

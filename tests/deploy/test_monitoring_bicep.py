@@ -28,8 +28,8 @@ def test_every_alerted_decision_is_one_the_relay_logs():
 
 
 def test_sustained_5xx_means_three_failing_windows_in_a_row_on_the_webhook():
-    assert 'toint(resultCode) >= 500' in MONITORING and "name == \"${webhookFunctionName}\"" in MONITORING
-    block = MONITORING[MONITORING.index("name: 'sustained-5xx'"):]
+    assert "toint(resultCode) >= 500" in MONITORING and 'name == "${webhookFunctionName}"' in MONITORING
+    block = MONITORING[MONITORING.index("name: 'sustained-5xx'") :]
     assert re.search(r"periods: 3", block[:800])
     assert "numberOfEvaluationPeriods: alert.periods" in MONITORING
     assert "minFailingPeriodsToAlert: alert.periods" in MONITORING

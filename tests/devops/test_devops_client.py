@@ -24,9 +24,16 @@ SIGN_IN_PAGE = "<html><head><title>Azure DevOps Services | Sign In</title></head
 
 
 def run_request(**fields) -> PipelineRunRequest:
-    values = dict(rule="production", project="MLOps", pipeline_id=13, branch=None,
-                  template_parameters={"model_name": "wine", "model_version": "3"},
-                  delivery_id="d-1", model_name="wine", version="3")  # fmt: skip
+    values = dict(
+        rule="production",
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={"model_name": "wine", "model_version": "3"},
+        delivery_id="d-1",
+        model_name="wine",
+        version="3",
+    )
     values.update(fields)
     return PipelineRunRequest(**values)
 
@@ -84,8 +91,14 @@ def pat():
 def make_client(clock, pat):
     def make(*, auth=None, deadline=20.0, max_attempts=6):
         policy = RetryPolicy(deadline=deadline, attempt_timeout=5.0, max_attempts=max_attempts, jitter=lambda: 1.0)
-        return AzureDevOpsClient(org_url=ORG + "/", auth=auth or PatAuth(pat.get, pat.invalidate),
-                                 http=httpx.Client(), policy=policy, sleep=clock.sleep, clock=clock)  # fmt: skip
+        return AzureDevOpsClient(
+            org_url=ORG + "/",
+            auth=auth or PatAuth(pat.get, pat.invalidate),
+            http=httpx.Client(),
+            policy=policy,
+            sleep=clock.sleep,
+            clock=clock,
+        )
 
     return make
 
@@ -187,15 +200,19 @@ class TestAuthentication:
         credential = FakeCredential(expires_on=int(clock.now) + 3600)
         route = devops.post(RUNS_URL).mock(side_effect=[httpx.Response(401), started()])
         make_client(auth=EntraTokenAuth(credential, clock=clock)).start(run_request())
-        assert [c.request.headers["Authorization"] for c in route.calls] == ["Bearer entra-token-1",
-                                                                            "Bearer entra-token-2"]  # fmt: skip
+        assert [c.request.headers["Authorization"] for c in route.calls] == [
+            "Bearer entra-token-1",
+            "Bearer entra-token-2",
+        ]
 
     @pytest.mark.parametrize(
         "answer",
-        [httpx.Response(203, text=SIGN_IN_PAGE, headers={"Content-Type": "text/html; charset=utf-8"}),
-         httpx.Response(200, text=SIGN_IN_PAGE, headers={"Content-Type": "text/html"})],
+        [
+            httpx.Response(203, text=SIGN_IN_PAGE, headers={"Content-Type": "text/html; charset=utf-8"}),
+            httpx.Response(200, text=SIGN_IN_PAGE, headers={"Content-Type": "text/html"}),
+        ],
         ids=["203-html", "200-html"],
-    )  # fmt: skip
+    )
     def test_sign_in_page_is_rejected_after_one_reauthentication(self, devops, make_client, pat, answer):
         route = devops.post(RUNS_URL).mock(return_value=answer)
         with pytest.raises(PipelineRejected, match="sign-in page") as caught:
@@ -215,8 +232,11 @@ class TestAuthentication:
 class TestRejections:
     def test_bad_request_carries_the_devops_message(self, devops, make_client, pat):
         message = "Unexpected parameter 'colour'"
-        route = devops.post(RUNS_URL).mock(return_value=httpx.Response(
-            400, json={"$id": "1", "message": message, "typeKey": "PipelineValidationException"}))  # fmt: skip
+        route = devops.post(RUNS_URL).mock(
+            return_value=httpx.Response(
+                400, json={"$id": "1", "message": message, "typeKey": "PipelineValidationException"}
+            )
+        )
         with pytest.raises(PipelineRejected) as caught:
             make_client().start(run_request())
         assert message in caught.value.detail
@@ -261,8 +281,15 @@ class TestRetries:
             make_client(deadline=10_000.0, max_attempts=3).start(run_request())
         assert route.call_count == 3
 
-    @pytest.mark.parametrize("error", [httpx.ConnectTimeout("slow"), httpx.ReadTimeout("slow"),
-                                       httpx.ConnectError("refused"), httpx.RemoteProtocolError("reset")])  # fmt: skip
+    @pytest.mark.parametrize(
+        "error",
+        [
+            httpx.ConnectTimeout("slow"),
+            httpx.ReadTimeout("slow"),
+            httpx.ConnectError("refused"),
+            httpx.RemoteProtocolError("reset"),
+        ],
+    )
     def test_timeouts_and_connection_errors_are_retried(self, devops, make_client, clock, error):
         route = devops.post(RUNS_URL).mock(side_effect=[error, started()])
         assert make_client().start(run_request()).run_id == 4711
@@ -291,9 +318,18 @@ class TestRetryPolicy:
     def test_retry_after_wins(self):
         assert RetryPolicy(jitter=lambda: 1.0).backoff(1, 12.0) == 12.0
 
-    @pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("5", 5.0), (" 10 ", 10.0),
-                             ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
-                             ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0)])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, None),
+            ("", None),
+            ("5", 5.0),
+            (" 10 ", 10.0),
+            ("soon", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
+            ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ],
+    )
     def test_parse_retry_after(self, value, expected):
         now = 1445412450.0  # 2015-10-21 07:27:30 UTC
         assert parse_retry_after(value, now=now) == expected
@@ -306,8 +342,9 @@ class TestReconciliation:
 
     def test_run_found_after_a_gateway_error_is_not_started_again(self, devops, make_client):
         post = devops.post(RUNS_URL).mock(return_value=httpx.Response(502))
-        devops.get(RUNS_URL).mock(return_value=httpx.Response(200, json={"value": [
-            {"id": 4711, "createdDate": "2999-01-01T00:00:00Z"}]}))  # fmt: skip
+        devops.get(RUNS_URL).mock(
+            return_value=httpx.Response(200, json={"value": [{"id": 4711, "createdDate": "2999-01-01T00:00:00Z"}]})
+        )
         devops.get(f"{RUNS_URL}/4711").mock(
             return_value=httpx.Response(
                 200,
@@ -321,8 +358,9 @@ class TestReconciliation:
     def test_no_matching_run_posts_again(self, devops, make_client):
         post = devops.post(RUNS_URL).mock(side_effect=[httpx.ReadTimeout("lost"), started(99)])
         devops.get(RUNS_URL).mock(return_value=httpx.Response(200, json={"value": [{"id": 5}]}))
-        devops.get(f"{RUNS_URL}/5").mock(return_value=httpx.Response(200, json={
-            "id": 5, "templateParameters": {"delivery_id": "another-delivery"}}))  # fmt: skip
+        devops.get(f"{RUNS_URL}/5").mock(
+            return_value=httpx.Response(200, json={"id": 5, "templateParameters": {"delivery_id": "another-delivery"}})
+        )
         assert make_client().start(run_request(template_parameters=self.PARAMS)).run_id == 99
         assert post.call_count == 2
 
@@ -344,13 +382,16 @@ class TestStartedRunCheck:
     def test_only_runs_created_since_the_claim_are_read(self, devops, make_client, clock):
         old, new = "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
         devops.get(RUNS_URL).mock(return_value=self.listing([(i, old) for i in range(1, 30)] + [(40, new), (41, new)]))
-        get_40 = devops.get(f"{RUNS_URL}/40").mock(return_value=httpx.Response(200, json={
-            "id": 40, "templateParameters": {"delivery_id": "other"}}))
-        get_41 = devops.get(f"{RUNS_URL}/41").mock(return_value=httpx.Response(200, json={
-            "id": 41, "templateParameters": self.PARAMS}))
+        get_40 = devops.get(f"{RUNS_URL}/40").mock(
+            return_value=httpx.Response(200, json={"id": 40, "templateParameters": {"delivery_id": "other"}})
+        )
+        get_41 = devops.get(f"{RUNS_URL}/41").mock(
+            return_value=httpx.Response(200, json={"id": 41, "templateParameters": self.PARAMS})
+        )
         client = make_client()
-        found = client.find_started(run_request(template_parameters=self.PARAMS), since=1_800_000_000,
-                                    deadline=client.deadline())
+        found = client.find_started(
+            run_request(template_parameters=self.PARAMS), since=1_800_000_000, deadline=client.deadline()
+        )
         assert found is not None and found.run_id == 41
         assert get_41.call_count == 1 and get_40.call_count == 0  # newest first, stops at the match
         assert len(devops.calls) == 2  # one listing, one read: no run older than the claim is read
@@ -360,11 +401,14 @@ class TestStartedRunCheck:
 
         def slow(request):
             clock.sleep(6.0)  # every call takes 6 s of the 20 s deadline
-            return httpx.Response(200, json={"id": int(request.url.path.rsplit("/", 1)[1]),
-                                             "templateParameters": {"delivery_id": "other"}})
+            return httpx.Response(
+                200,
+                json={"id": int(request.url.path.rsplit("/", 1)[1]), "templateParameters": {"delivery_id": "other"}},
+            )
 
-        devops.get(RUNS_URL).mock(side_effect=lambda r: (clock.sleep(6.0), self.listing(
-            [(i, new) for i in range(100, 121)]))[1])
+        devops.get(RUNS_URL).mock(
+            side_effect=lambda r: (clock.sleep(6.0), self.listing([(i, new) for i in range(100, 121)]))[1]
+        )
         for run_id in range(100, 121):
             devops.get(f"{RUNS_URL}/{run_id}").mock(side_effect=slow)
         post = devops.post(RUNS_URL)

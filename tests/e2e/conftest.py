@@ -148,8 +148,10 @@ class RelayAnswer:
             return None
 
     def __str__(self) -> str:
-        return (f"{self.status} {self.event} model={self.model_name} query={self.query} "
-                f"delivery_id={self.delivery_id} body={self.body}")  # fmt: skip
+        return (
+            f"{self.status} {self.event} model={self.model_name} query={self.query} "
+            f"delivery_id={self.delivery_id} body={self.body}"
+        )
 
 
 @dataclass
@@ -202,8 +204,9 @@ def _recording(handler: Callable[[Any], Any], answers: RelayAnswers) -> Callable
             body = json.loads(raw) if raw else {}
         except ValueError:
             body = {"raw": raw.decode("utf-8", "replace")}
-        answers.add(RelayAnswer(response.status_code, dict(request.headers), dict(request.params),
-                                request.get_body(), body))  # fmt: skip
+        answers.add(
+            RelayAnswer(response.status_code, dict(request.headers), dict(request.params), request.get_body(), body)
+        )
         return response
 
     return handle
@@ -244,8 +247,9 @@ def start_relay(
         reset_relay()
         answers = RelayAnswers()
         host = LocalFunctionsHost(function_app.app, "127.0.0.1", 0)
-        host.functions = {route: replace(f, handler=_recording(f.handler, answers))
-                          for route, f in host.functions.items()}  # fmt: skip
+        host.functions = {
+            route: replace(f, handler=_recording(f.handler, answers)) for route, f in host.functions.items()
+        }
         assert RELAY_ROUTE.lower() in host.functions, f"function_app registers no /api/{RELAY_ROUTE}"
         host.start_in_thread()
         hosts.append(host)

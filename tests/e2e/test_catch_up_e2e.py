@@ -121,16 +121,25 @@ def timer_function() -> Callable[[func.TimerRequest], None]:
 
 
 def test_a_move_made_while_the_relay_was_down_is_caught_up_once_and_the_late_delivery_is_a_duplicate(
-    mlflow_server: MlflowServer, mlflow_client: MlflowClient, devops_standin: DevOpsStandIn,
-    start_relay: Callable[..., RelayUnderTest], azurite: Azurite, door: Callable[[str], FrontDoor],
+    mlflow_server: MlflowServer,
+    mlflow_client: MlflowClient,
+    devops_standin: DevOpsStandIn,
+    start_relay: Callable[..., RelayUnderTest],
+    azurite: Azurite,
+    door: Callable[[str], FrontDoor],
     wait_for: Callable[..., Any],
-) -> None:  # fmt: skip
+) -> None:
     client = mlflow_client
     secret = f"whsec-catch-up-{uuid.uuid4().hex}"
     tables = uuid.uuid4().hex[:12]
-    relay = start_relay(RULES, webhook_secret=secret, AzureWebJobsStorage=azurite.connection_string,
-                        IDEMPOTENCY_TABLE=f"ledger{tables}", DELIVERY_LOG_TABLE=f"log{tables}",
-                        CATCH_UP_REGISTRIES=f"mlflow={mlflow_server.url}")  # fmt: skip
+    relay = start_relay(
+        RULES,
+        webhook_secret=secret,
+        AzureWebJobsStorage=azurite.connection_string,
+        IDEMPOTENCY_TABLE=f"ledger{tables}",
+        DELIVERY_LOG_TABLE=f"log{tables}",
+        CATCH_UP_REGISTRIES=f"mlflow={mlflow_server.url}",
+    )
     front = door(relay.webhook_url)
     client.create_webhook(name="relay-catch-up", url=front.url, events=["model_version_alias.created"], secret=secret)
     model = f"e2e-catch-up-{uuid.uuid4().hex[:8]}"
@@ -147,8 +156,11 @@ def test_a_move_made_while_the_relay_was_down_is_caught_up_once_and_the_late_del
     # Down: champion -> 2; MLflow tries 1 + 3 times, then gives up.
     front.up = False
     client.set_registered_model_alias(model, "champion", "2")
-    wait_for(lambda: len(front.refused) >= 4, timeout=GIVE_UP_SECONDS,
-             describe=lambda: f"MLflow retried {len(front.refused)} times")  # fmt: skip
+    wait_for(
+        lambda: len(front.refused) >= 4,
+        timeout=GIVE_UP_SECONDS,
+        describe=lambda: f"MLflow retried {len(front.refused)} times",
+    )
     time.sleep(2)
     headers, body = front.refused[-1]
     assert {json.loads(b)["data"]["version"] for _, b in front.refused} == {"2"}

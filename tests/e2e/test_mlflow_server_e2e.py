@@ -68,8 +68,15 @@ rules:
 
 def default_parameters(model: str, version: str, event: str, delivery_id: str, alias: str = "") -> dict[str, str]:
     """What a rule without ``parameters`` sends (``webhook.routing.DEFAULT_PARAMETERS``)."""
-    return {"model_name": model, "model_version": version, "event": event, "from_stage": "",
-            "to_stage": "", "alias": alias, "delivery_id": delivery_id}  # fmt: skip
+    return {
+        "model_name": model,
+        "model_version": version,
+        "event": event,
+        "from_stage": "",
+        "to_stage": "",
+        "alias": alias,
+        "delivery_id": delivery_id,
+    }
 
 
 @dataclass
@@ -83,8 +90,9 @@ class Scenario:
     triggered: list[tuple[RelayAnswer, list[StartedRun]]] = field(default_factory=list)
 
     def _describe(self, what: str) -> Callable[[], str]:
-        return lambda: (f"{what}\nrelay answers so far:\n{self.relay.answers.describe()}\n"
-                        f"pipeline runs so far: {self.standin.runs}")  # fmt: skip
+        return lambda: (
+            f"{what}\nrelay answers so far:\n{self.relay.answers.describe()}\npipeline runs so far: {self.standin.runs}"
+        )
 
     def next_answer(self, hook: str, seen: int, event: str) -> RelayAnswer:
         """Wait for the relay's answer to the next delivery through ``hook``; exactly one."""
@@ -142,10 +150,15 @@ def test_registry_changes_start_the_routed_pipelines_exactly_once(
     devops_standin.declared_parameters[21] = TAG_PIPELINE_PARAMETERS
     relay = start_relay(RULES, webhook_secret=secret)
     # Both webhooks exist before the first event fires (MLflow's per-event webhook cache).
-    client.create_webhook(name="relay", url=f"{relay.webhook_url}?hook=current",
-                          events=SUBSCRIBED_EVENTS, secret=secret)  # fmt: skip
-    client.create_webhook(name="relay-wrong-secret", url=f"{relay.webhook_url}?hook=wrong-secret",
-                          events=SUBSCRIBED_EVENTS, secret=f"not-{secret}")  # fmt: skip
+    client.create_webhook(
+        name="relay", url=f"{relay.webhook_url}?hook=current", events=SUBSCRIBED_EVENTS, secret=secret
+    )
+    client.create_webhook(
+        name="relay-wrong-secret",
+        url=f"{relay.webhook_url}?hook=wrong-secret",
+        events=SUBSCRIBED_EVENTS,
+        secret=f"not-{secret}",
+    )
 
     model = f"e2e-relay-{uuid.uuid4().hex[:8]}"
     scenario = Scenario(relay, devops_standin, model, wait_for)
@@ -154,31 +167,53 @@ def test_registry_changes_start_the_routed_pipelines_exactly_once(
     def register_version() -> None:
         client.create_model_version(model, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
 
-    created = scenario.change(lambda: client.create_registered_model(model),
-                              event="registered_model.created", pipelines=[])  # fmt: skip
+    created = scenario.change(
+        lambda: client.create_registered_model(model), event="registered_model.created", pipelines=[]
+    )
     v1 = scenario.change(register_version, event="model_version.created", pipelines=[7])
-    alias_v1 = scenario.change(lambda: client.set_registered_model_alias(model, "champion", "1"),
-                               event="model_version_alias.created", pipelines=[13])  # fmt: skip
-    tag_v1 = scenario.change(lambda: client.set_model_version_tag(model, "1", "deploy", "true"),
-                             event="model_version_tag.set", pipelines=[21])  # fmt: skip
+    alias_v1 = scenario.change(
+        lambda: client.set_registered_model_alias(model, "champion", "1"),
+        event="model_version_alias.created",
+        pipelines=[13],
+    )
+    tag_v1 = scenario.change(
+        lambda: client.set_model_version_tag(model, "1", "deploy", "true"),
+        event="model_version_tag.set",
+        pipelines=[21],
+    )
     v2 = scenario.change(register_version, event="model_version.created", pipelines=[7])
-    scenario.change(lambda: client.set_model_version_tag(model, "2", "deploy", "false"),
-                    event="model_version_tag.set", pipelines=[])  # fmt: skip
+    scenario.change(
+        lambda: client.set_model_version_tag(model, "2", "deploy", "false"), event="model_version_tag.set", pipelines=[]
+    )
     # Moving an alias is one model_version_alias.created for the new version (no "deleted" for v1).
-    alias_v2 = scenario.change(lambda: client.set_registered_model_alias(model, "champion", "2"),
-                               event="model_version_alias.created", pipelines=[13])  # fmt: skip
+    alias_v2 = scenario.change(
+        lambda: client.set_registered_model_alias(model, "champion", "2"),
+        event="model_version_alias.created",
+        pipelines=[13],
+    )
 
     assert "no rule matches registered_model.created" in created.body["detail"]
     expected = [
         (v1, default_parameters(model, "1", "model_version.created", v1.delivery_id or "")),
-        (alias_v1, default_parameters(model, "1", "model_version_alias.created", alias_v1.delivery_id or "",
-                                      alias="champion")),
-        (tag_v1, {"model_name": model, "model_version": "1", "deploy_flag": "deploy=true",
-                  "delivery_id": tag_v1.delivery_id or ""}),
+        (
+            alias_v1,
+            default_parameters(model, "1", "model_version_alias.created", alias_v1.delivery_id or "", alias="champion"),
+        ),
+        (
+            tag_v1,
+            {
+                "model_name": model,
+                "model_version": "1",
+                "deploy_flag": "deploy=true",
+                "delivery_id": tag_v1.delivery_id or "",
+            },
+        ),
         (v2, default_parameters(model, "2", "model_version.created", v2.delivery_id or "")),
-        (alias_v2, default_parameters(model, "2", "model_version_alias.created", alias_v2.delivery_id or "",
-                                      alias="champion")),
-    ]  # fmt: skip
+        (
+            alias_v2,
+            default_parameters(model, "2", "model_version_alias.created", alias_v2.delivery_id or "", alias="champion"),
+        ),
+    ]
     started = {answer.delivery_id: runs for answer, runs in scenario.triggered if runs}
     for answer, parameters in expected:
         (only_run,) = started[answer.delivery_id]
@@ -207,10 +242,15 @@ def test_mlflow_test_webhook_is_acknowledged_and_starts_nothing(
     # A catch-all alias rule: a test payload must still start nothing (no rule names example_model).
     catch_all = "  - name: any-alias\n    pipeline_id: 30\n    when: {event: model_version_alias.created}\n"
     relay = start_relay(RULES + catch_all, webhook_secret=secret)
-    current = client.create_webhook(name="relay-test", url=f"{relay.webhook_url}?hook=current",
-                                    events=SUBSCRIBED_EVENTS, secret=secret)  # fmt: skip
-    wrong = client.create_webhook(name="relay-test-wrong", url=f"{relay.webhook_url}?hook=wrong-secret",
-                                  events=SUBSCRIBED_EVENTS, secret=f"not-{secret}")  # fmt: skip
+    current = client.create_webhook(
+        name="relay-test", url=f"{relay.webhook_url}?hook=current", events=SUBSCRIBED_EVENTS, secret=secret
+    )
+    wrong = client.create_webhook(
+        name="relay-test-wrong",
+        url=f"{relay.webhook_url}?hook=wrong-secret",
+        events=SUBSCRIBED_EVENTS,
+        secret=f"not-{secret}",
+    )
 
     for event in SUBSCRIBED_EVENTS:
         result = client.test_webhook(current.webhook_id, event=event)

@@ -16,9 +16,16 @@ from standins.harness import PROJECT, RelayHarness, mlflow_delivery
 
 pytestmark = pytest.mark.azurite
 
-EVIL_REQUEST = {"rule": "champion-deploy", "project": "Payroll", "pipeline_id": 99, "branch": "refs/heads/evil",
-                "template_parameters": {"model_name": "x", "delivery_id": "forged"}, "delivery_id": "forged",
-                "model_name": "x", "version": "1"}
+EVIL_REQUEST = {
+    "rule": "champion-deploy",
+    "project": "Payroll",
+    "pipeline_id": 99,
+    "branch": "refs/heads/evil",
+    "template_parameters": {"model_name": "x", "delivery_id": "forged"},
+    "delivery_id": "forged",
+    "model_name": "x",
+    "version": "1",
+}
 
 
 def errors(relay: RelayHarness) -> list[str]:
@@ -27,8 +34,14 @@ def errors(relay: RelayHarness) -> list[str]:
 
 def test_ticket_for_an_unknown_delivery_is_poisoned_with_an_error_line(harness: Callable[..., RelayHarness]) -> None:
     relay = harness()
-    forged = RetryTicket(key="forged-1:champion-deploy", delivery_id="forged-1", model="fraud-detector",
-                         version="9", rule="champion-deploy", attempt=1)
+    forged = RetryTicket(
+        key="forged-1:champion-deploy",
+        delivery_id="forged-1",
+        model="fraud-detector",
+        version="9",
+        rule="champion-deploy",
+        attempt=1,
+    )
     relay.write_retry_message(forged.to_json())
     relay.drain()
     assert relay.standin.api_requests == []
@@ -57,9 +70,21 @@ def test_forged_ticket_for_a_verified_delivery_starts_only_the_verified_request(
     delivery = mlflow_delivery(version=5)
     assert relay.post(delivery).status == 202  # the ledger now holds the verified requests
     key = f"{delivery.delivery_id}:champion-deploy"
-    tampered = {**json.loads(RetryTicket(key=key, delivery_id=delivery.delivery_id, model="other-model",
-                                         version="666", rule="production", attempt=1).to_json()),
-                "request": EVIL_REQUEST, "project": "Payroll", "pipeline_id": 99}
+    tampered = {
+        **json.loads(
+            RetryTicket(
+                key=key,
+                delivery_id=delivery.delivery_id,
+                model="other-model",
+                version="666",
+                rule="production",
+                attempt=1,
+            ).to_json()
+        ),
+        "request": EVIL_REQUEST,
+        "project": "Payroll",
+        "pipeline_id": 99,
+    }
     relay.write_retry_message(json.dumps(tampered))
     relay.standin.faults = no_faults
     relay.drain()

@@ -26,15 +26,24 @@ def identity() -> Iterator[IdentityStandIn]:
 
 
 @pytest.fixture
-def vault_relay(harness: Callable[..., RelayHarness], identity: IdentityStandIn,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RelayHarness, KeyVaultStandIn]]:
+def vault_relay(
+    harness: Callable[..., RelayHarness], identity: IdentityStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RelayHarness, KeyVaultStandIn]]:
     from standins.tls import make_loopback_tls
 
     tls = make_loopback_tls(tmp_path_factory.mktemp("vault-tls"))
-    vault = KeyVaultStandIn(tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET,
-                                                    "devops-pat": DEVOPS_PAT}).start()
-    relay = harness(deadline=3.0, settings={"KEY_VAULT_URL": vault.vault_url, "IDENTITY_ENDPOINT": identity.endpoint,
-                              "IDENTITY_HEADER": IDENTITY_HEADER, "REQUESTS_CA_BUNDLE": str(tls.ca_file)})
+    vault = KeyVaultStandIn(
+        tls, identity, secrets={"mlflow-webhook-secret": WEBHOOK_SECRET, "devops-pat": DEVOPS_PAT}
+    ).start()
+    relay = harness(
+        deadline=3.0,
+        settings={
+            "KEY_VAULT_URL": vault.vault_url,
+            "IDENTITY_ENDPOINT": identity.endpoint,
+            "IDENTITY_HEADER": IDENTITY_HEADER,
+            "REQUESTS_CA_BUNDLE": str(tls.ca_file),
+        },
+    )
     yield relay, vault
     vault.stop()
 

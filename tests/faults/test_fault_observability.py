@@ -65,9 +65,16 @@ def test_decision_lines_carry_the_ids_and_never_a_secret_or_body(harness: Callab
     [refusal] = logs.decisions("refused", level=logging.ERROR)
     assert refusal.relay_rule == "production-audit"
 
-    forbidden = [WEBHOOK_SECRET, DEVOPS_PAT, base64.b64encode(f":{DEVOPS_PAT}".encode()).decode(), BODY_CANARY,
-                 triggered.headers["X-Databricks-Signature"], queued.headers["X-MLflow-Signature"],
-                 queued.body.decode(), triggered.body.decode()]
+    forbidden = [
+        WEBHOOK_SECRET,
+        DEVOPS_PAT,
+        base64.b64encode(f":{DEVOPS_PAT}".encode()).decode(),
+        BODY_CANARY,
+        triggered.headers["X-Databricks-Signature"],
+        queued.headers["X-MLflow-Signature"],
+        queued.body.decode(),
+        triggered.body.decode(),
+    ]
     for record in logs.records:
         text = " ".join([record.getMessage(), record.exc_text or "", repr(vars(record))])
         leaked = [f for f in forbidden if f in text]
@@ -75,16 +82,20 @@ def test_decision_lines_carry_the_ids_and_never_a_secret_or_body(harness: Callab
 
 
 def _with_id(delivery: Delivery, delivery_id: str) -> Delivery:
-    return Delivery(delivery_id, delivery.version, delivery.body, {**delivery.headers,
-                                                                   "X-MLflow-Delivery-Id": delivery_id})
+    return Delivery(
+        delivery_id, delivery.version, delivery.body, {**delivery.headers, "X-MLflow-Delivery-Id": delivery_id}
+    )
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 def test_crafted_delivery_ids_are_quoted_and_break_no_line(harness: Callable[..., RelayHarness], signed: bool) -> None:
     relay = harness()
     for number, crafted in enumerate(CRAFTED_IDS):
-        delivery = mlflow_delivery(version=number, delivery_id=crafted) if signed else \
-            _with_id(mlflow_delivery(version=number), crafted)
+        delivery = (
+            mlflow_delivery(version=number, delivery_id=crafted)
+            if signed
+            else _with_id(mlflow_delivery(version=number), crafted)
+        )
         assert relay.post(delivery).status == (200 if signed else 401)
     messages = [r.getMessage() for r in relay.logs.records if r.name.startswith("relay")]
     assert messages

@@ -157,7 +157,8 @@ class TestHostRedelivery:
         assert relay.host.stats.dequeue_counts == {1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
         copies = relay.poison_messages()
         assert {(c["v"], c["model"], c["version"], c["rule"]) for c in copies} == {
-            (2, "fraud-detector", "41", "champion-deploy"), (2, "fraud-detector", "41", "champion-audit")
+            (2, "fraud-detector", "41", "champion-deploy"),
+            (2, "fraud-detector", "41", "champion-audit"),
         }
         assert all("reason" not in c for c in copies), "the host copies the message as it was"
         errors = messages(relay, "poisoned", logging.ERROR)
@@ -203,8 +204,11 @@ class TestAmbiguousDevOpsFailures:
         assert figures.answers == {"503 unavailable": 1, "200 duplicate": 1}
         assert all("webhook: found the run" in m for m in messages(relay, "duplicate"))
         table = format_table([figures])
-        for kind in ("devops run created, then answer after", "retry ticket send fails (500) x2",
-                     "ledger write of 'released' fails (500) x2"):
+        for kind in (
+            "devops run created, then answer after",
+            "retry ticket send fails (500) x2",
+            "ledger write of 'released' fails (500) x2",
+        ):
             assert kind in table, table
 
     def test_a_stale_holder_cannot_overwrite_its_successor(self, harness: Callable[..., RelayHarness]) -> None:
@@ -259,7 +263,6 @@ class TestRefusal:
         assert relay.entity(delivery.delivery_id, "champion-audit")["state"] == "refused"
         assert [r.pipeline_id for r in relay.standin.runs] == [13]
         assert len(messages(relay, "refused", logging.ERROR)) == 1
-
 
 
 def mlflow_delivery_like(relay: RelayHarness, figures: Figures) -> Delivery:

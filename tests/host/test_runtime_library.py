@@ -161,7 +161,8 @@ class TestDedicatedStart:
         environment = {k: v for k, v in os.environ.items() if k != "DEVOPS_PROJECT"}
         with WorkerProcess(REPO_ROOT, environment, specialized=False) as dedicated:
             assert {n: f.bindings for n, f in dedicated.functions.items()} == {
-                n: f.bindings for n, f in worker.functions.items()}
+                n: f.bindings for n, f in worker.functions.items()
+            }
             delivery = mlflow_delivery()
             answer = dedicated.http(WEBHOOK, method="POST", headers=delivery.headers, body=delivery.body)
         body = answer.json()
@@ -175,8 +176,10 @@ class TestRetryThroughTheRuntime:
     """RetryPipelineRun invoked with the messages the relay itself put on Azurite's queue."""
 
     def test_queued_delivery_is_started_by_the_queue_function(self, azurite: Azurite, tmp_path: Path) -> None:
-        with RelayHarness(azurite.connection_string, tmp_path, deadline=0.5) as relay, \
-                WorkerProcess(REPO_ROOT, os.environ, max_visibility=relay.visibility_cap) as worker:
+        with (
+            RelayHarness(azurite.connection_string, tmp_path, deadline=0.5) as relay,
+            WorkerProcess(REPO_ROOT, os.environ, max_visibility=relay.visibility_cap) as worker,
+        ):
             relay.set_faults(lambda _: Fault("status", 503))
             delivery = mlflow_delivery()
             answer = worker.http(WEBHOOK, method="POST", headers=delivery.headers, body=delivery.body)

@@ -44,8 +44,15 @@ def service() -> RelayService:
     secrets = RelaySecrets(source, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT", ttl=300)
     rules = parse_rules(RULES)
     ledger = InMemoryLedger(LedgerTiming(lease=50))
-    return RelayService(secrets=secrets, rules=lambda: rules, starter=DryRunStarter(), ledger=ledger,
-                        default_project="MLOps", max_age=600, deadline=20)
+    return RelayService(
+        secrets=secrets,
+        rules=lambda: rules,
+        starter=DryRunStarter(),
+        ledger=ledger,
+        default_project="MLOps",
+        max_age=600,
+        deadline=20,
+    )
 
 
 def handle(headers: dict[str, str], body: bytes, method: str = "POST") -> int:
@@ -56,8 +63,16 @@ def handle(headers: dict[str, str], body: bytes, method: str = "POST") -> int:
 
 # --- strategies ------------------------------------------------------------------------------
 
-SIGNATURE_HEADERS = ["X-MLflow-Signature", "X-MLflow-Delivery-Id", "X-MLflow-Timestamp", "X-Databricks-Signature",
-                     "x-mlflow-signature", "X-DATABRICKS-SIGNATURE", "Content-Type", "Content-Length"]  # fmt: skip
+SIGNATURE_HEADERS = [
+    "X-MLflow-Signature",
+    "X-MLflow-Delivery-Id",
+    "X-MLflow-Timestamp",
+    "X-Databricks-Signature",
+    "x-mlflow-signature",
+    "X-DATABRICKS-SIGNATURE",
+    "Content-Type",
+    "Content-Length",
+]
 header_values = st.one_of(
     st.text(max_size=80),
     st.from_regex(r"v1,[A-Za-z0-9+/=]{0,60}", fullmatch=True),
@@ -65,23 +80,54 @@ header_values = st.one_of(
     st.integers().map(str),
     st.sampled_from(["²", "١٢٣", " 1700000000 ", "1" * 5000, "9" * 400, "-1", "0", "v1, v1,", "", "\x00"]),
 )
-junk_headers = st.dictionaries(st.one_of(st.sampled_from(SIGNATURE_HEADERS), st.text(min_size=1, max_size=20)),
-                               header_values, max_size=6)  # fmt: skip
+junk_headers = st.dictionaries(
+    st.one_of(st.sampled_from(SIGNATURE_HEADERS), st.text(min_size=1, max_size=20)), header_values, max_size=6
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
 bodies = st.one_of(st.binary(max_size=2048), json_values.map(lambda v: json.dumps(v).encode()))
-FIELD_VALUES = st.one_of(json_values, st.sampled_from([
-    "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "MODEL_VERSION_CREATED", "Production", "champion",
-    "model_version_alias", "created", "2026-11-28T15:29:01+00:00", "not a date",
-]), st.integers(min_value=-(2**70), max_value=2**70))  # fmt: skip
-KNOWN_FIELDS = ["event", "webhook_id", "event_timestamp", "model_name", "version", "to_stage", "from_stage", "tags",
-                "comment", "entity", "action", "timestamp", "data", "name", "alias", "key", "value"]  # fmt: skip
+FIELD_VALUES = st.one_of(
+    json_values,
+    st.sampled_from(
+        [
+            "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+            "MODEL_VERSION_CREATED",
+            "Production",
+            "champion",
+            "model_version_alias",
+            "created",
+            "2026-11-28T15:29:01+00:00",
+            "not a date",
+        ]
+    ),
+    st.integers(min_value=-(2**70), max_value=2**70),
+)
+KNOWN_FIELDS = [
+    "event",
+    "webhook_id",
+    "event_timestamp",
+    "model_name",
+    "version",
+    "to_stage",
+    "from_stage",
+    "tags",
+    "comment",
+    "entity",
+    "action",
+    "timestamp",
+    "data",
+    "name",
+    "alias",
+    "key",
+    "value",
+]
 near_events = st.dictionaries(st.sampled_from(KNOWN_FIELDS), FIELD_VALUES, max_size=10)
-near_events_nested = st.builds(lambda top, data: {**top, "data": data} if data is not None else top,
-                               near_events, st.none() | near_events)  # fmt: skip
+near_events_nested = st.builds(
+    lambda top, data: {**top, "data": data} if data is not None else top, near_events, st.none() | near_events
+)
 
 
 def mlflow_signed(body: bytes, delivery_id: str = "prop-delivery") -> dict[str, str]:
@@ -102,8 +148,9 @@ class TestUntrustedInput:
 
     @FAST
     @given(headers=junk_headers, body=bodies, method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE", "patch"]))
-    def test_junk_headers_and_bodies_answer_a_client_error(self, headers: dict[str, str], body: bytes,
-                                                            method: str) -> None:  # fmt: skip
+    def test_junk_headers_and_bodies_answer_a_client_error(
+        self, headers: dict[str, str], body: bytes, method: str
+    ) -> None:
         assert handle(headers, body, method) in CLIENT_ERRORS
 
     @FAST
@@ -112,9 +159,11 @@ class TestUntrustedInput:
         if wrong_secret == SECRET:
             return
         timestamp = int(time.time())
-        headers = {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": str(timestamp),
-                   "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp,
-                                                     secret=wrong_secret)}  # fmt: skip
+        headers = {
+            "X-MLflow-Delivery-Id": delivery_id,
+            "X-MLflow-Timestamp": str(timestamp),
+            "X-MLflow-Signature": sign_mlflow(body, delivery_id=delivery_id, timestamp=timestamp, secret=wrong_secret),
+        }
         assert handle(headers, body) == 401
 
     @FAST
@@ -129,8 +178,11 @@ class TestUntrustedInput:
     def test_all_three_mlflow_headers_with_junk_values_answer_a_client_error(
         self, body: bytes, delivery_id: str, timestamp: str, signature: str
     ) -> None:
-        headers = {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": timestamp,
-                   "X-MLflow-Signature": signature}  # fmt: skip
+        headers = {
+            "X-MLflow-Delivery-Id": delivery_id,
+            "X-MLflow-Timestamp": timestamp,
+            "X-MLflow-Signature": signature,
+        }
         assert handle(headers, body) in CLIENT_ERRORS
 
     # Found by the property above: each answered 500 before the timestamp check was tightened.
@@ -162,8 +214,10 @@ class TestSignedGarbage:
     @FAST
     @given(document=near_events_nested, sender=st.sampled_from(["mlflow", "databricks"]))
     # Found by this property: a signed Databricks body with a huge event_timestamp answered 500.
-    @example(document={"event": "MODEL_VERSION_CREATED", "webhook_id": "w", "event_timestamp": 10**17,
-                       "model_name": "m"}, sender="databricks")  # fmt: skip
+    @example(
+        document={"event": "MODEL_VERSION_CREATED", "webhook_id": "w", "event_timestamp": 10**17, "model_name": "m"},
+        sender="databricks",
+    )
     def test_signed_near_miss_events_never_answer_5xx(self, document: dict[str, Any], sender: str) -> None:
         body = json.dumps(document).encode()
         headers = mlflow_signed(body) if sender == "mlflow" else databricks_signed(body)
@@ -172,8 +226,10 @@ class TestSignedGarbage:
 
 class TestSizeLimit:
     @settings(max_examples=30, deadline=None)
-    @given(extra=st.integers(min_value=1, max_value=3 * MAX_BODY_BYTES),
-           sender=st.sampled_from(["mlflow", "databricks", "unsigned"]))  # fmt: skip
+    @given(
+        extra=st.integers(min_value=1, max_value=3 * MAX_BODY_BYTES),
+        sender=st.sampled_from(["mlflow", "databricks", "unsigned"]),
+    )
     def test_oversized_body_answers_413(self, extra: int, sender: str) -> None:
         body = b'{"pad": "' + b"x" * (MAX_BODY_BYTES + extra) + b'"}'
         headers = {"mlflow": mlflow_signed, "databricks": databricks_signed}.get(sender, lambda b: {})(body)

@@ -72,21 +72,42 @@ class World:
         self.ledger = InMemoryLedger(LedgerTiming(lease=30.0))
         self.store = InMemoryDeliveryLogStore()
         self.log = BackgroundDeliveryLog(self.store, retention=86400.0)
-        secrets = RelaySecrets(Env(WEBHOOK_SECRET="s", DEVOPS_PAT="p"), webhook_name="WEBHOOK_SECRET",
-                               previous_name=None, pat_name="DEVOPS_PAT", ttl=300)  # fmt: skip
-        self.service = RelayService(secrets=secrets, rules=lambda: RULES, starter=self.starter, ledger=self.ledger,
-                                    default_project="MLOps", max_age=600, deadline=5, delivery_log=self.log,
-                                    state_gate=StateMarkGate(self.marks, self.ledger))  # fmt: skip
-        self.catch_up = CatchUp(service=self.service, ledger=self.ledger, marks=self.marks, log=self.log,
-                                ledger_retention=7 * 86400)  # fmt: skip
+        secrets = RelaySecrets(
+            Env(WEBHOOK_SECRET="s", DEVOPS_PAT="p"),
+            webhook_name="WEBHOOK_SECRET",
+            previous_name=None,
+            pat_name="DEVOPS_PAT",
+            ttl=300,
+        )
+        self.service = RelayService(
+            secrets=secrets,
+            rules=lambda: RULES,
+            starter=self.starter,
+            ledger=self.ledger,
+            default_project="MLOps",
+            max_age=600,
+            deadline=5,
+            delivery_log=self.log,
+            state_gate=StateMarkGate(self.marks, self.ledger),
+        )
+        self.catch_up = CatchUp(
+            service=self.service, ledger=self.ledger, marks=self.marks, log=self.log, ledger_retention=7 * 86400
+        )
 
     def versions_started(self):
         return [r.version for r in self.starter.started]
 
     def deliver(self, version: str, *, delivery_id: str, at: float):
-        event = RegistryEvent(source="mlflow", event="model_version_alias.created", kind=EventKind.ALIAS_SET,
-                              model_name="fraud", version=version, alias="champion", delivery_id=delivery_id,
-                              event_time=datetime.fromtimestamp(at, tz=UTC))  # fmt: skip
+        event = RegistryEvent(
+            source="mlflow",
+            event="model_version_alias.created",
+            kind=EventKind.ALIAS_SET,
+            model_name="fraud",
+            version=version,
+            alias="champion",
+            delivery_id=delivery_id,
+            event_time=datetime.fromtimestamp(at, tz=UTC),
+        )
         return self.service.dispatch(self.service.route(event), event=event)
 
 
@@ -164,8 +185,11 @@ class TestCatchUp:
 
     def test_a_delivery_that_arrived_while_catch_up_looked_wins(self, world):
         world.catch_up.run(Registry(champion="3"))
-        world.marks.put(world.marks.get("fraud", "alias:champion").with_marks(
-            {"champion-deploy": StateMark("5", time.time() + 60, "mlflow-5", "webhook", time.time())}))
+        world.marks.put(
+            world.marks.get("fraud", "alias:champion").with_marks(
+                {"champion-deploy": StateMark("5", time.time() + 60, "mlflow-5", "webhook", time.time())}
+            )
+        )
         [action] = world.catch_up.run(Registry(champion="4")).actions
         assert action.action == "nothing" and world.starter.started == []
 
@@ -194,8 +218,10 @@ class TestRulesAndIds:
             spec = RegistrySpec("databricks", "https://adb-1.azuredatabricks.net")
 
             def states(self, models):
-                return [ObservedState("databricks", "fraud", "3", stage="Staging"),
-                        ObservedState("databricks", "fraud", "2", stage="Production")]  # fmt: skip
+                return [
+                    ObservedState("databricks", "fraud", "3", stage="Staging"),
+                    ObservedState("databricks", "fraud", "2", stage="Production"),
+                ]
 
         world.catch_up.run(Stages())
         report = world.catch_up.run(Stages())

@@ -13,9 +13,16 @@ from relay.delivery_records import RuleRecord
 from relay.ports import StorageUnavailable
 from webhook.events import EventKind, RegistryEvent
 
-EVENT = RegistryEvent(source="mlflow", event="model_version_alias.created", kind=EventKind.ALIAS_SET,
-                      model_name="fraud", version="7", alias="champion", delivery_id="d-1",
-                      event_time=datetime(2027, 1, 15, tzinfo=UTC))  # fmt: skip
+EVENT = RegistryEvent(
+    source="mlflow",
+    event="model_version_alias.created",
+    kind=EventKind.ALIAS_SET,
+    model_name="fraud",
+    version="7",
+    alias="champion",
+    delivery_id="d-1",
+    event_time=datetime(2027, 1, 15, tzinfo=UTC),
+)
 IGNORED = json_response(200, {"status": "ignored", "detail": "no rule matches"})
 
 

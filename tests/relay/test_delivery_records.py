@@ -22,14 +22,29 @@ from webhook.errors import AuthenticationFailed, MethodNotAllowed, PayloadInvali
 from webhook.events import EventKind, RegistryEvent
 from webhook.routing import PipelineRunRequest
 
-EVENT = RegistryEvent(source="mlflow", event="model_version_alias.created", kind=EventKind.ALIAS_SET,
-                      model_name="fraud", version="7", alias="champion", delivery_id="d-1",
-                      event_time=datetime(2027, 1, 15, tzinfo=UTC))  # fmt: skip
+EVENT = RegistryEvent(
+    source="mlflow",
+    event="model_version_alias.created",
+    kind=EventKind.ALIAS_SET,
+    model_name="fraud",
+    version="7",
+    alias="champion",
+    delivery_id="d-1",
+    event_time=datetime(2027, 1, 15, tzinfo=UTC),
+)
 
 
 def request(rule: str) -> PipelineRunRequest:
-    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch=None, template_parameters={},
-                              delivery_id="d-1", model_name="fraud", version="7")  # fmt: skip
+    return PipelineRunRequest(
+        rule=rule,
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={},
+        delivery_id="d-1",
+        model_name="fraud",
+        version="7",
+    )
 
 
 def rule(status: str, *, at: float = 1.0, run_id: int | None = None, forced_by: str = "") -> RuleRecord:
@@ -38,13 +53,17 @@ def rule(status: str, *, at: float = 1.0, run_id: int | None = None, forced_by: 
 
 class TestRecordOfAnAnswer:
     def test_holds_the_ids_the_answer_and_each_rules_run(self):
-        outcomes = [RunOutcome(request("deploy"), "triggered", run=PipelineRun("deploy", 13, 41, "https://r/41")),
-                    RunOutcome(request("audit"), "queued", detail="HTTP 503")]  # fmt: skip
+        outcomes = [
+            RunOutcome(request("deploy"), "triggered", run=PipelineRun("deploy", 13, 41, "https://r/41")),
+            RunOutcome(request("audit"), "queued", detail="HTTP 503"),
+        ]
         record = delivery_record(EVENT, outcomes, outcomes_answer(EVENT, outcomes), now=100.0)
         assert (record.delivery_id, record.model, record.version, record.alias) == ("d-1", "fraud", "7", "champion")
         assert (record.answer, record.http_status, record.status) == ("queued", 202, "queued")
-        assert [(r.rule, r.status, r.run_id) for r in record.rules] == [("audit", "queued", None),
-                                                                         ("deploy", "triggered", 41)]
+        assert [(r.rule, r.status, r.run_id) for r in record.rules] == [
+            ("audit", "queued", None),
+            ("deploy", "triggered", 41),
+        ]
         assert record.registry_event() == EVENT
 
     def test_an_oversized_event_is_not_kept_and_the_record_says_so(self):
@@ -55,8 +74,17 @@ class TestRecordOfAnAnswer:
             record.registry_event()
 
     def test_json_shape_has_the_documented_keys(self):
-        record = DeliveryRecord("d-1", 1.0, "mlflow", "e", "fraud", "7", "triggered", 200,
-                                rules=(RuleRecord("deploy", "triggered", run_id=41),))  # fmt: skip
+        record = DeliveryRecord(
+            "d-1",
+            1.0,
+            "mlflow",
+            "e",
+            "fraud",
+            "7",
+            "triggered",
+            200,
+            rules=(RuleRecord("deploy", "triggered", run_id=41),),
+        )
         shown = record.as_json()
         assert {"delivery_id", "status", "model", "version", "detail", "runs"} <= set(shown)
         assert shown["runs"][0]["rule"] == "deploy" and shown["runs"][0]["run_id"] == 41
@@ -78,21 +106,43 @@ class TestMerging:
         assert merge_rule(redriven, rule("triggered", at=3.0, run_id=9)).forced_by == "carol"
 
     def test_a_senders_retry_adds_an_arrival_and_keeps_the_first_origin(self):
-        first = DeliveryRecord("d-1", 1.0, "mlflow", "e", "fraud", "7", "queued", 202, origin="webhook",
-                               first_arrived_at=1.0, event_json="{}")  # fmt: skip
-        again = DeliveryRecord("d-1", 9.0, "mlflow", "e", "fraud", "7", "duplicate", 200, origin="replay",
-                               forced_by="alice")  # fmt: skip
+        first = DeliveryRecord(
+            "d-1",
+            1.0,
+            "mlflow",
+            "e",
+            "fraud",
+            "7",
+            "queued",
+            202,
+            origin="webhook",
+            first_arrived_at=1.0,
+            event_json="{}",
+        )
+        again = DeliveryRecord(
+            "d-1", 9.0, "mlflow", "e", "fraud", "7", "duplicate", 200, origin="replay", forced_by="alice"
+        )
         merged = merge_delivery(first, again)
-        assert (merged.arrivals, merged.answer, merged.origin, merged.first_arrived_at) == (2, "duplicate", "webhook",
-                                                                                            1.0)  # fmt: skip
+        assert (merged.arrivals, merged.answer, merged.origin, merged.first_arrived_at) == (
+            2,
+            "duplicate",
+            "webhook",
+            1.0,
+        )
         assert merged.replayed_by == "alice" and merged.event_json == "{}"
 
 
 class TestRejections:
-    @pytest.mark.parametrize(("error", "reason"), [
-        (StaleEvent("old"), "stale"), (AuthenticationFailed("bad"), "signature"), (PayloadInvalid("x"), "malformed"),
-        (PayloadTooLarge("big"), "too_large"), (MethodNotAllowed("GET"), "method"),
-    ])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("error", "reason"),
+        [
+            (StaleEvent("old"), "stale"),
+            (AuthenticationFailed("bad"), "signature"),
+            (PayloadInvalid("x"), "malformed"),
+            (PayloadTooLarge("big"), "too_large"),
+            (MethodNotAllowed("GET"), "method"),
+        ],
+    )
     def test_each_rejection_counts_under_a_fixed_reason(self, error, reason):
         assert rejection_reason(error) == reason
 

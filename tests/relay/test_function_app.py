@@ -40,8 +40,9 @@ class TestAnswers:
         assert response.status_code == 200
         assert response.mimetype == "application/json"
         assert answer["status"] == "triggered"
-        assert answer["runs"] == [{"rule": "production", "pipeline_id": 13, "run_id": 4711,
-                                   "url": "https://dev.azure.com/r/4711"}]  # fmt: skip
+        assert answer["runs"] == [
+            {"rule": "production", "pipeline_id": 13, "run_id": 4711, "url": "https://dev.azure.com/r/4711"}
+        ]
         assert (answer["model"], answer["version"]) == ("wine-quality", "3")
         sent = json.loads(production.calls.last.request.content)
         assert sent["templateParameters"]["model_version"] == "3"
@@ -53,10 +54,14 @@ class TestAnswers:
         answer = deliveries.answer(call_webhook(body, deliveries.mlflow_headers(body)))
         assert answer["status"] == "triggered"
         assert sorted((r["rule"], r["pipeline_id"], r["run_id"]) for r in answer["runs"]) == [
-            ("champion-audit", 14, 99), ("champion-deploy", 13, 4711)]  # fmt: skip
+            ("champion-audit", 14, 99),
+            ("champion-deploy", 13, 4711),
+        ]
         sent = json.loads(audit.calls.last.request.content)
-        assert sent == {"templateParameters": {"model": "wine-quality", "version": "3"},
-                        "resources": {"repositories": {"self": {"refName": "refs/heads/main"}}}}  # fmt: skip
+        assert sent == {
+            "templateParameters": {"model": "wine-quality", "version": "3"},
+            "resources": {"repositories": {"self": {"refName": "refs/heads/main"}}},
+        }
 
     def test_unmatched_event_is_ignored(self, relay_env, call_webhook, deliveries, production):
         body = deliveries.databricks_body(to_stage="Archived", from_stage="Production")
@@ -93,8 +98,9 @@ class TestAnswers:
     ):
         stamp = int(time.time() * 1000)
         generic = deliveries.databricks_body(event_timestamp=stamp)
-        specific = deliveries.databricks_body(event="MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", webhook_id="other",
-                                              event_timestamp=stamp)  # fmt: skip
+        specific = deliveries.databricks_body(
+            event="MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", webhook_id="other", event_timestamp=stamp
+        )
         call_webhook(generic, deliveries.databricks_headers(generic))
         answer = deliveries.answer(call_webhook(specific, deliveries.databricks_headers(specific)))
         assert answer["status"] == "duplicate"
@@ -225,9 +231,7 @@ class TestHttpErrors:
         response = call_webhook(deliveries.databricks_body(), {})
         assert response.status_code == 401 and deliveries.answer(response)["status"] == "rejected"
 
-    def test_missing_webhook_secret_answers_500_and_the_log_names_it(
-        self, relay_env, call_webhook, deliveries, caplog
-    ):
+    def test_missing_webhook_secret_answers_500_and_the_log_names_it(self, relay_env, call_webhook, deliveries, caplog):
         relay_env.delenv("WEBHOOK_SECRET")
         body = deliveries.databricks_body()
         response = call_webhook(body, deliveries.databricks_headers(body))
@@ -285,8 +289,13 @@ class TestDryRun:
 class TestSecretsStaySecret:
     def test_secret_and_pat_never_in_answers_or_logs(self, relay_env, call_webhook, deliveries, devops, caplog):
         caplog.set_level(logging.DEBUG)
-        devops.post(PIPELINE_13).mock(side_effect=[started(1), httpx.Response(401), httpx.Response(
-            203, text="<html>sign in</html>", headers={"Content-Type": "text/html"})])  # fmt: skip
+        devops.post(PIPELINE_13).mock(
+            side_effect=[
+                started(1),
+                httpx.Response(401),
+                httpx.Response(203, text="<html>sign in</html>", headers={"Content-Type": "text/html"}),
+            ]
+        )
         answers = []
         for to_stage in ("Production", "Production", "Archived"):
             body = deliveries.databricks_body(to_stage=to_stage, version=str(len(answers)))

@@ -86,8 +86,13 @@ def credential():
 @pytest.fixture
 def source(vault_url, credential):
     def client():
-        return SecretClient(vault_url=vault_url, credential=credential, transport=RequestsTransport(),
-                            retry_total=0, verify_challenge_resource=True)  # fmt: skip
+        return SecretClient(
+            vault_url=vault_url,
+            credential=credential,
+            transport=RequestsTransport(),
+            retry_total=0,
+            verify_challenge_resource=True,
+        )
 
     return KeyVaultSecretSource(client)
 
@@ -131,14 +136,20 @@ class TestKeyVaultSecretSource:
             source.get("x")
 
     def test_connection_error_is_unavailable(self, vault, vault_url, source):
-        vault.add(responses.GET, re.compile(re.escape(vault_url) + ".*"),
-                  body=requests.exceptions.ConnectionError("connection refused"))  # fmt: skip
+        vault.add(
+            responses.GET,
+            re.compile(re.escape(vault_url) + ".*"),
+            body=requests.exceptions.ConnectionError("connection refused"),
+        )
         with pytest.raises(SecretsUnavailable, match="unreachable"):
             source.get("x")
 
     def test_read_timeout_is_unavailable(self, vault, vault_url, source):
-        vault.add(responses.GET, re.compile(re.escape(vault_url) + ".*"),
-                  body=requests.exceptions.ReadTimeout("read timed out"))  # fmt: skip
+        vault.add(
+            responses.GET,
+            re.compile(re.escape(vault_url) + ".*"),
+            body=requests.exceptions.ReadTimeout("read timed out"),
+        )
         with pytest.raises(SecretsUnavailable):
             source.get("x")
 
@@ -147,8 +158,9 @@ class TestKeyVaultSecretSource:
 
         def factory():
             built.append(1)
-            return SecretClient(vault_url=vault_url, credential=credential, transport=RequestsTransport(),
-                                retry_total=0)  # fmt: skip
+            return SecretClient(
+                vault_url=vault_url, credential=credential, transport=RequestsTransport(), retry_total=0
+            )
 
         serve(vault, vault_url, found("v"))
         source = KeyVaultSecretSource(factory)
@@ -158,7 +170,8 @@ class TestKeyVaultSecretSource:
 
     def test_relay_secrets_over_key_vault_name_a_missing_secret(self, vault, vault_url, source):
         serve(vault, vault_url, error(404, "SecretNotFound", "not found"))
-        secrets = RelaySecrets(source, webhook_name="mlflow-webhook-secret", previous_name=None,
-                               pat_name="devops-pat", ttl=300)  # fmt: skip
+        secrets = RelaySecrets(
+            source, webhook_name="mlflow-webhook-secret", previous_name=None, pat_name="devops-pat", ttl=300
+        )
         with pytest.raises(ConfigurationError, match="'mlflow-webhook-secret' not found in Key Vault"):
             secrets.webhook_secrets()

@@ -15,9 +15,16 @@ RUN = PipelineRun("production", 13, 4711, "https://web/4711")
 
 
 def request(delivery_id: str = "d-1", rule: str = "production") -> PipelineRunRequest:
-    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch=None,
-                              template_parameters={"delivery_id": delivery_id}, delivery_id=delivery_id,
-                              model_name="m", version="1")
+    return PipelineRunRequest(
+        rule=rule,
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={"delivery_id": delivery_id},
+        delivery_id=delivery_id,
+        model_name="m",
+        version="1",
+    )
 
 
 @pytest.fixture

@@ -32,8 +32,16 @@ class Clock:
 
 def token_answer(token: str = "t-1", *, expires_on: float, resource: str = VAULT) -> httpx.Response:
     # As App Service sends it: expires_on is unix seconds in a string.
-    return httpx.Response(200, json={"access_token": token, "expires_on": str(int(expires_on)), "resource": resource,
-                                     "token_type": "Bearer", "client_id": CLIENT_ID})
+    return httpx.Response(
+        200,
+        json={
+            "access_token": token,
+            "expires_on": str(int(expires_on)),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": CLIENT_ID,
+        },
+    )
 
 
 @pytest.fixture
@@ -85,8 +93,10 @@ class TestCache:
         assert endpoint.call_count == 1
 
     def test_token_within_five_minutes_of_expiry_is_fetched_again(self, endpoint, clock):
-        endpoint.side_effect = [token_answer("t-1", expires_on=clock.now + 3600),
-                                token_answer("t-2", expires_on=clock.now + 7200)]
+        endpoint.side_effect = [
+            token_answer("t-1", expires_on=clock.now + 3600),
+            token_answer("t-2", expires_on=clock.now + 7200),
+        ]
         identity = credential(clock)
         identity.get_token(VAULT)
         clock.now += 3600 - 300
@@ -94,8 +104,10 @@ class TestCache:
         assert endpoint.call_count == 2
 
     def test_claims_challenge_bypasses_the_cache(self, endpoint, clock):
-        endpoint.side_effect = [token_answer("t-1", expires_on=clock.now + 3600),
-                                token_answer("t-2", expires_on=clock.now + 3600)]
+        endpoint.side_effect = [
+            token_answer("t-1", expires_on=clock.now + 3600),
+            token_answer("t-2", expires_on=clock.now + 3600),
+        ]
         identity = credential(clock)
         identity.get_token(VAULT)
         assert identity.get_token(VAULT, claims='{"access_token": {"nbf": {"essential": true}}}').token == "t-2"
@@ -142,8 +154,11 @@ class TestErrors:
         assert raised.value.retry_after >= 1
 
     def test_refusal_carries_the_status_and_the_endpoint_message(self, endpoint, clock):
-        endpoint.mock(return_value=httpx.Response(
-            400, json={"statusCode": 400, "message": "No managed identity found for specified ClientId"}))
+        endpoint.mock(
+            return_value=httpx.Response(
+                400, json={"statusCode": 400, "message": "No managed identity found for specified ClientId"}
+            )
+        )
         expected = re.escape("HTTP 400 for resource 'https://vault.azure.net': No managed")
         with pytest.raises(SecretsUnavailable, match=expected):
             credential(clock).get_token(VAULT)
@@ -154,10 +169,15 @@ class TestErrors:
         with pytest.raises(SecretsUnavailable, match=expected):
             credential(clock).get_token(VAULT)
 
-    @pytest.mark.parametrize("document", [
-        {"access_token": "leaked-secret"}, {"expires_on": "1"}, {"access_token": "leaked-secret", "expires_on": "soon"},
-        ["not", "a", "dict"],
-    ])
+    @pytest.mark.parametrize(
+        "document",
+        [
+            {"access_token": "leaked-secret"},
+            {"expires_on": "1"},
+            {"access_token": "leaked-secret", "expires_on": "soon"},
+            ["not", "a", "dict"],
+        ],
+    )
     def test_answer_without_token_and_expiry_is_refused_without_echoing_it(self, endpoint, clock, document):
         endpoint.mock(return_value=httpx.Response(200, json=document))
         with pytest.raises(SecretsUnavailable, match="without a token and expiry") as raised:
@@ -183,19 +203,27 @@ class TestAsAzureCoreCredential:
         vault_url = f"https://kv-{uuid.uuid4().hex[:12]}.vault.azure.net"  # the SDK caches challenges per vault
 
         endpoint.mock(return_value=token_answer("kv-token", expires_on=time.time() + 3600))
-        challenge = ('Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", '
-                     f'resource="{VAULT}"')
+        challenge = (
+            'Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", '
+            f'resource="{VAULT}"'
+        )
 
         def vault(request):
             if request.headers.get("Authorization") != "Bearer kv-token":
                 return 401, {"WWW-Authenticate": challenge}, json.dumps({"error": {"code": "Unauthorized"}})
-            return 200, {"Content-Type": "application/json"}, json.dumps(
-                {"value": "s3cret", "id": f"{vault_url}/secrets/name/0123", "attributes": {}})
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"value": "s3cret", "id": f"{vault_url}/secrets/name/0123", "attributes": {}}),
+            )
 
         with responses.RequestsMock() as mock:
             mock.add_callback(responses.GET, re.compile(re.escape(vault_url) + r"/secrets/name.*"), callback=vault)
-            client = SecretClient(vault_url, AppServiceManagedIdentity(ENDPOINT, identity_header=HEADER,
-                                                                       client_id=CLIENT_ID),
-                                  transport=RequestsTransport(), retry_total=0)
+            client = SecretClient(
+                vault_url,
+                AppServiceManagedIdentity(ENDPOINT, identity_header=HEADER, client_id=CLIENT_ID),
+                transport=RequestsTransport(),
+                retry_total=0,
+            )
             assert client.get_secret("name").value == "s3cret"
         assert endpoint.calls.last.request.url.params["resource"] == VAULT

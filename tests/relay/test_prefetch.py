@@ -64,11 +64,14 @@ def fresh_credentials(monkeypatch):
 class TestKeyVaultScope:
     """The scope Key Vault's challenge will name: the vault host's parent domain."""
 
-    @pytest.mark.parametrize(("vault_url", "scope"), [
-        ("https://contoso-kv.vault.azure.net/", "https://vault.azure.net/.default"),
-        ("https://contoso-kv.vault.azure.cn", "https://vault.azure.cn/.default"),
-        ("https://127.0.0.1:8443", "https://0.0.1:8443/.default"),  # the stand-in's suffix relation
-    ])
+    @pytest.mark.parametrize(
+        ("vault_url", "scope"),
+        [
+            ("https://contoso-kv.vault.azure.net/", "https://vault.azure.net/.default"),
+            ("https://contoso-kv.vault.azure.cn", "https://vault.azure.cn/.default"),
+            ("https://127.0.0.1:8443", "https://0.0.1:8443/.default"),  # the stand-in's suffix relation
+        ],
+    )
     def test_scope_is_the_parent_domain(self, vault_url, scope):
         assert key_vault_scope(vault_url) == scope
 
@@ -78,15 +81,27 @@ class TestStart:
 
     def test_tokens_are_asked_for_each_scope(self):
         credential = RecordingCredential()
-        Prefetch(secrets=secrets(), devops_pat=False, credential=credential, token_scopes=("a/.default",),
-                 http=None, devops_org_url=ORG).start()
+        Prefetch(
+            secrets=secrets(),
+            devops_pat=False,
+            credential=credential,
+            token_scopes=("a/.default",),
+            http=None,
+            devops_org_url=ORG,
+        ).start()
         assert credential.called.wait(5) and credential.scopes == ["a/.default"]
 
     def test_a_failing_token_is_dropped_without_a_warning(self, caplog):
         credential = RecordingCredential(error=SecretsUnavailable("identity endpoint down"))
         with caplog.at_level("DEBUG"):
-            Prefetch(secrets=secrets(), devops_pat=False, credential=credential, token_scopes=("a/.default",),
-                     http=None, devops_org_url=ORG).start()
+            Prefetch(
+                secrets=secrets(),
+                devops_pat=False,
+                credential=credential,
+                token_scopes=("a/.default",),
+                http=None,
+                devops_org_url=ORG,
+            ).start()
             assert credential.called.wait(5)
             time.sleep(0.05)
         assert [r.levelname for r in caplog.records if r.name == "relay.prefetch"] == ["DEBUG"]
@@ -96,8 +111,14 @@ class TestStart:
         with respx.mock(assert_all_called=False) as mock:
             route = mock.get(f"{ORG}/_apis/connectionData").mock(return_value=httpx.Response(203, text="<html/>"))
             with httpx.Client() as http:
-                Prefetch(secrets=secrets(), devops_pat=False, credential=None, token_scopes=(), http=http,
-                         devops_org_url=ORG + "/").start()
+                Prefetch(
+                    secrets=secrets(),
+                    devops_pat=False,
+                    credential=None,
+                    token_scopes=(),
+                    http=http,
+                    devops_org_url=ORG + "/",
+                ).start()
                 for _ in range(100):
                     if route.called:
                         break
@@ -108,8 +129,9 @@ class TestStart:
         with respx.mock(assert_all_called=False) as mock:
             route = mock.get(f"{ORG}/_apis/connectionData").mock(side_effect=httpx.ConnectError("refused"))
             with httpx.Client() as http:
-                Prefetch(secrets=secrets(), devops_pat=False, credential=None, token_scopes=(), http=http,
-                         devops_org_url=ORG).start()
+                Prefetch(
+                    secrets=secrets(), devops_pat=False, credential=None, token_scopes=(), http=http, devops_org_url=ORG
+                ).start()
                 for _ in range(100):
                     if route.called:
                         break
@@ -118,10 +140,12 @@ class TestStart:
 
     def test_pat_is_read_ahead_only_when_asked(self):
         asked, not_asked = secrets(), secrets()
-        Prefetch(secrets=asked, devops_pat=True, credential=None, token_scopes=(), http=None,
-                 devops_org_url=ORG).start()
-        Prefetch(secrets=not_asked, devops_pat=False, credential=None, token_scopes=(), http=None,
-                 devops_org_url=ORG).start()
+        Prefetch(
+            secrets=asked, devops_pat=True, credential=None, token_scopes=(), http=None, devops_org_url=ORG
+        ).start()
+        Prefetch(
+            secrets=not_asked, devops_pat=False, credential=None, token_scopes=(), http=None, devops_org_url=ORG
+        ).start()
         assert asked._pat_ahead and not not_asked._pat_ahead  # read behind the webhook secret (test_secrets.py)
 
 
@@ -137,17 +161,29 @@ class TestBuildPrefetch:
             return build_prefetch(settings, secrets(), None if settings.dry_run else http)
 
     def test_in_azure_the_vault_storage_and_devops_tokens_are_asked_for(self, monkeypatch):
-        prefetch = self.build(monkeypatch, {**IDENTITY, "KEY_VAULT_URL": "https://kv.vault.azure.net",
-                                            "AzureWebJobsStorage__accountName": "st",
-                                            "DEVOPS_AUTH": "managed-identity"})
+        prefetch = self.build(
+            monkeypatch,
+            {
+                **IDENTITY,
+                "KEY_VAULT_URL": "https://kv.vault.azure.net",
+                "AzureWebJobsStorage__accountName": "st",
+                "DEVOPS_AUTH": "managed-identity",
+            },
+        )
         assert isinstance(prefetch.credential, AppServiceManagedIdentity)
         assert prefetch.token_scopes == ("https://vault.azure.net/.default", STORAGE_SCOPE, DEVOPS_SCOPE)
         assert not prefetch.devops_pat and prefetch.http is not None
 
     def test_storage_by_connection_string_needs_no_token(self, monkeypatch):
-        prefetch = self.build(monkeypatch, {**IDENTITY, "KEY_VAULT_URL": "https://kv.vault.azure.net",
-                                            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-                                            "DEVOPS_AUTH": "pat"})
+        prefetch = self.build(
+            monkeypatch,
+            {
+                **IDENTITY,
+                "KEY_VAULT_URL": "https://kv.vault.azure.net",
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                "DEVOPS_AUTH": "pat",
+            },
+        )
         assert prefetch.token_scopes == ("https://vault.azure.net/.default",) and prefetch.devops_pat
 
     def test_without_the_platform_endpoint_no_token_is_asked_for(self, monkeypatch):
@@ -176,9 +212,12 @@ class TestAzureCredential:
         assert type(azure_credential(None)).__name__ == "DefaultAzureCredential"
 
     def test_azure_identity_is_not_imported_where_the_platform_endpoint_exists(self):
-        code = ("import sys; from relay.composition import azure_credential; "
-                "azure_credential('c').__class__; print('azure.identity' in sys.modules, 'msal' in sys.modules)")
+        code = (
+            "import sys; from relay.composition import azure_credential; "
+            "azure_credential('c').__class__; print('azure.identity' in sys.modules, 'msal' in sys.modules)"
+        )
         env = {"IDENTITY_ENDPOINT": "http://localhost:8081/msi/token", "IDENTITY_HEADER": "h", "PATH": ""}
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                              cwd=REPO_ROOT)
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=REPO_ROOT
+        )
         assert done.stdout.split() == ["False", "False"]

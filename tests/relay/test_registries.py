@@ -42,16 +42,33 @@ class TestDatabricksStages:
         credential = Credential()
         auth = registry_auth(spec, credential_factory=lambda: credential, mlflow_token=lambda: None)
         with respx.mock(assert_all_called=True) as mock:
-            search = mock.get(f"{HOST}/api/2.0/mlflow/registered-models/search").mock(side_effect=[
-                httpx.Response(200, json={"registered_models": [{"name": "fraud", "latest_versions": [
-                    {"version": "3", "current_stage": "Production"}, {"version": "5", "current_stage": "Production"},
-                    {"version": "6", "current_stage": "Staging"}, {"version": "7", "current_stage": "None"}]}],
-                    "next_page_token": "p2"}),
-                httpx.Response(200, json={"registered_models": [{"name": "other", "latest_versions": []}]}),
-            ])  # fmt: skip
+            search = mock.get(f"{HOST}/api/2.0/mlflow/registered-models/search").mock(
+                side_effect=[
+                    httpx.Response(
+                        200,
+                        json={
+                            "registered_models": [
+                                {
+                                    "name": "fraud",
+                                    "latest_versions": [
+                                        {"version": "3", "current_stage": "Production"},
+                                        {"version": "5", "current_stage": "Production"},
+                                        {"version": "6", "current_stage": "Staging"},
+                                        {"version": "7", "current_stage": "None"},
+                                    ],
+                                }
+                            ],
+                            "next_page_token": "p2",
+                        },
+                    ),
+                    httpx.Response(200, json={"registered_models": [{"name": "other", "latest_versions": []}]}),
+                ]
+            )
             states = registry_reader(spec, http, auth=auth).states(ModelFilter(any=True))
-        assert states == [ObservedState("databricks", "fraud", "5", stage="Production"),
-                          ObservedState("databricks", "fraud", "6", stage="Staging")]  # fmt: skip
+        assert states == [
+            ObservedState("databricks", "fraud", "5", stage="Production"),
+            ObservedState("databricks", "fraud", "6", stage="Staging"),
+        ]
         assert credential.scopes == [DATABRICKS_SCOPE, DATABRICKS_SCOPE]
         assert search.calls[0].request.headers["Authorization"] == "Bearer entra-token-for-databricks"
         assert search.calls[1].request.url.params["page_token"] == "p2"
@@ -60,10 +77,19 @@ class TestDatabricksStages:
         spec = RegistrySpec("databricks", HOST)
         with respx.mock(assert_all_called=True) as mock:
             mock.get(f"{HOST}/api/2.0/mlflow/registered-models/get", params={"name": "fraud"}).mock(
-                return_value=httpx.Response(200, json={"registered_model": {"name": "fraud", "latest_versions": [
-                    {"version": "2", "current_stage": "Production"}]}}))  # fmt: skip
+                return_value=httpx.Response(
+                    200,
+                    json={
+                        "registered_model": {
+                            "name": "fraud",
+                            "latest_versions": [{"version": "2", "current_stage": "Production"}],
+                        }
+                    },
+                )
+            )
             mock.get(f"{HOST}/api/2.0/mlflow/registered-models/get", params={"name": "gone"}).mock(
-                return_value=httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST"}))
+                return_value=httpx.Response(404, json={"error_code": "RESOURCE_DOES_NOT_EXIST"})
+            )
             states = registry_reader(spec, http).states(ModelFilter(frozenset({"fraud", "gone"})))
         assert states == [ObservedState("databricks", "fraud", "2", stage="Production")]
 
@@ -72,10 +98,16 @@ class TestUnityCatalog:
     def test_the_schema_is_listed_and_each_models_aliases_read(self, http):
         spec = RegistrySpec("unity-catalog", HOST, "main.ml")
         with respx.mock(assert_all_called=True) as mock:
-            mock.get(f"{HOST}/api/2.1/unity-catalog/models").mock(return_value=httpx.Response(200, json={
-                "registered_models": [{"full_name": "main.ml.fraud"}, {"full_name": "main.ml.skip"}]}))
-            mock.get(f"{HOST}/api/2.1/unity-catalog/models/main.ml.fraud").mock(return_value=httpx.Response(200, json={
-                "full_name": "main.ml.fraud", "aliases": [{"alias_name": "champion", "version_num": 4}]}))
+            mock.get(f"{HOST}/api/2.1/unity-catalog/models").mock(
+                return_value=httpx.Response(
+                    200, json={"registered_models": [{"full_name": "main.ml.fraud"}, {"full_name": "main.ml.skip"}]}
+                )
+            )
+            mock.get(f"{HOST}/api/2.1/unity-catalog/models/main.ml.fraud").mock(
+                return_value=httpx.Response(
+                    200, json={"full_name": "main.ml.fraud", "aliases": [{"alias_name": "champion", "version_num": 4}]}
+                )
+            )
             states = registry_reader(spec, http).states(ModelFilter(patterns=("main.ml.fr*",)))
         assert states == [ObservedState("mlflow", "main.ml.fraud", "4", alias="champion")]
 
@@ -103,12 +135,17 @@ class TestFailures:
 class TestRegistrySettings:
     def test_entries_of_every_kind_parse(self):
         specs = parse_registries(f"mlflow={MLFLOW}/, databricks={HOST}; uc={HOST}#main.ml")
-        assert [(s.kind, s.url, s.scope) for s in specs] == [("mlflow", MLFLOW, ""), ("databricks", HOST, ""),
-                                                              ("unity-catalog", HOST, "main.ml")]  # fmt: skip
+        assert [(s.kind, s.url, s.scope) for s in specs] == [
+            ("mlflow", MLFLOW, ""),
+            ("databricks", HOST, ""),
+            ("unity-catalog", HOST, "main.ml"),
+        ]
         assert parse_registries("") == ()
 
-    @pytest.mark.parametrize("text", ["mlflow", "svn=https://x", f"databricks=http://{HOST[8:]}",
-                                      f"databricks={HOST}#main.ml", f"uc={HOST}#nodot"])  # fmt: skip
+    @pytest.mark.parametrize(
+        "text",
+        ["mlflow", "svn=https://x", f"databricks=http://{HOST[8:]}", f"databricks={HOST}#main.ml", f"uc={HOST}#nodot"],
+    )
     def test_a_wrong_entry_is_named(self, text):
         with pytest.raises(ConfigurationError, match="CATCH_UP_REGISTRIES"):
             parse_registries(text)
@@ -117,8 +154,13 @@ class TestRegistrySettings:
         from relay.settings import settings_from_env
 
         with pytest.raises(ConfigurationError, match="setting CATCH_UP_REGISTRIES"):
-            settings_from_env({"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p",
-                               "CATCH_UP_REGISTRIES": "svn=https://x"})  # fmt: skip
+            settings_from_env(
+                {
+                    "DEVOPS_ORG_URL": "https://dev.azure.com/c",
+                    "DEVOPS_PROJECT": "p",
+                    "CATCH_UP_REGISTRIES": "svn=https://x",
+                }
+            )
 
 
 def test_the_timer_is_a_no_op_with_one_info_line_when_no_registry_is_configured(relay_env, caplog):
@@ -132,4 +174,5 @@ def test_the_timer_is_a_no_op_with_one_info_line_when_no_registry_is_configured(
     with caplog.at_level(logging.INFO, logger="relay"):
         timer.get_user_function()(TimerRequest())
     assert [r.getMessage() for r in caplog.records if "catch-up" in r.getMessage()] == [
-        "relay catch-up: CATCH_UP_REGISTRIES is empty, nothing to do"]
+        "relay catch-up: CATCH_UP_REGISTRIES is empty, nothing to do"
+    ]

@@ -12,9 +12,16 @@ from relay.ports import DevOpsUnavailable, EntryState, PipelineRejected, Pipelin
 from relay.retry_worker import RetryWorker, queue_backoff
 from webhook.routing import PipelineRunRequest
 
-REQUEST = PipelineRunRequest(rule="deploy", project="MLOps", pipeline_id=13, branch=None,
-                             template_parameters={"delivery_id": "d-1"}, delivery_id="d-1", model_name="fraud",
-                             version="7")
+REQUEST = PipelineRunRequest(
+    rule="deploy",
+    project="MLOps",
+    pipeline_id=13,
+    branch=None,
+    template_parameters={"delivery_id": "d-1"},
+    delivery_id="d-1",
+    model_name="fraud",
+    version="7",
+)
 
 
 class Starter:
@@ -58,8 +65,9 @@ def queued_entry(ledger):
 
 
 def worker(ledger, starter, queues, clock, **kwargs):
-    return RetryWorker(starter=starter, ledger=ledger, queue=queues, poison=queues, max_attempts=3, deadline=5,
-                       clock=clock, **kwargs)
+    return RetryWorker(
+        starter=starter, ledger=ledger, queue=queues, poison=queues, max_attempts=3, deadline=5, clock=clock, **kwargs
+    )
 
 
 class TestRetryWorker:
@@ -85,14 +93,14 @@ class TestRetryWorker:
         assert ledger.claim_for_retry(REQUEST.idempotency_key).won  # another worker holds it now
         queues, starter = Queues(), Starter()
         assert worker(ledger, starter, queues, clock).process(raw) == "deferred"
-        (ticket, delay), = queues.sent
+        ((ticket, delay),) = queues.sent
         assert ticket.key == REQUEST.idempotency_key and 50 <= delay <= 52 and not starter.started
 
     def test_outage_requeues_with_backoff_and_counts_attempts_in_the_ledger(self, ledger, clock):
         queues = Queues()
         w = worker(ledger, Starter(error=DevOpsUnavailable("HTTP 503", retry_after=1)), queues, clock, base_delay=5)
         assert w.process(queued_entry(ledger)) == "requeued"
-        (ticket, delay), = queues.sent
+        ((ticket, delay),) = queues.sent
         assert ticket.attempt == 2 and 3.75 <= delay <= 6.25
         entry = ledger.get(REQUEST.idempotency_key)
         assert entry.state is EntryState.QUEUED and entry.attempts == 1
@@ -102,7 +110,7 @@ class TestRetryWorker:
         w = worker(ledger, Starter(error=DevOpsUnavailable("HTTP 503")), queues, clock)
         raw = queued_entry(ledger)
         for _ in range(3):
-            raw = (queues.sent[-1][0].to_json() if queues.sent else raw)
+            raw = queues.sent[-1][0].to_json() if queues.sent else raw
             w.process(raw)
         assert len(queues.poisoned) == 1 and ledger.get(REQUEST.idempotency_key).state is EntryState.POISONED
         ticket, _reason, _ = queues.poisoned[0]
@@ -118,8 +126,9 @@ class TestRetryWorker:
         assert "Unexpected parameter" in queues.poisoned[0][1]
 
     def test_ticket_for_an_unknown_delivery_starts_nothing(self, ledger, clock, caplog):
-        forged = RetryTicket(key="forged:deploy", delivery_id="forged", model="any", version="1", rule="deploy",
-                             attempt=1).to_json()
+        forged = RetryTicket(
+            key="forged:deploy", delivery_id="forged", model="any", version="1", rule="deploy", attempt=1
+        ).to_json()
         starter, queues = Starter(), Queues()
         assert worker(ledger, starter, queues, clock).process(forged) == "poisoned"
         assert not starter.started and len(queues.poisoned) == 1

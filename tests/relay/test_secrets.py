@@ -36,8 +36,9 @@ def source():
 @pytest.fixture
 def make_secrets(source, clock):
     def make(*, previous_name="hook-old", ttl=300.0, src=None):
-        return RelaySecrets(src or source, webhook_name="hook", previous_name=previous_name, pat_name="pat",
-                            ttl=ttl, clock=clock)  # fmt: skip
+        return RelaySecrets(
+            src or source, webhook_name="hook", previous_name=previous_name, pat_name="pat", ttl=ttl, clock=clock
+        )
 
     return make
 

@@ -72,12 +72,18 @@ def env(deliveries):
 @pytest.fixture
 def make_service(env):
     def make(*, starter=None, queue=None, ledger=None, rules=RULES, clock=None):
-        secrets = RelaySecrets(env, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT",
-                               ttl=300)
-        return RelayService(secrets=secrets, rules=lambda: rules, starter=starter or FakeStarter(),
-                            ledger=ledger or InMemoryLedger(LedgerTiming(lease=50)), default_project="MLOps",
-                            max_age=600, deadline=20, retry_queue=(lambda: queue) if queue else None,
-                            clock=clock or time.time)
+        secrets = RelaySecrets(env, webhook_name="WEBHOOK_SECRET", previous_name=None, pat_name="DEVOPS_PAT", ttl=300)
+        return RelayService(
+            secrets=secrets,
+            rules=lambda: rules,
+            starter=starter or FakeStarter(),
+            ledger=ledger or InMemoryLedger(LedgerTiming(lease=50)),
+            default_project="MLOps",
+            max_age=600,
+            deadline=20,
+            retry_queue=(lambda: queue) if queue else None,
+            clock=clock or time.time,
+        )
 
     return make
 
@@ -124,7 +130,7 @@ class TestOutcomes:
         answer = post(make_service(starter=starter, queue=queue), deliveries)
         assert answer.status == 202 and answer.body["status"] == "queued"
         assert answer.body["pending"] == ["deploy"]
-        (ticket, delay), = queue.tickets
+        ((ticket, delay),) = queue.tickets
         assert ticket.key == f"{answer.body['delivery_id']}:deploy" and ticket.attempt == 1
         assert delay == 60.0  # the retry base delay: the ledger says "queued" before the ticket is visible
 
@@ -148,8 +154,9 @@ class TestOutcomes:
 
         queue = FakeQueue()
         starter = FakeStarter({"deploy": DevOpsUnavailable("HTTP 503")})
-        answer = post(make_service(starter=starter, queue=queue, ledger=FailingRecordLedger(LedgerTiming(50))),
-                      deliveries)
+        answer = post(
+            make_service(starter=starter, queue=queue, ledger=FailingRecordLedger(LedgerTiming(50))), deliveries
+        )
         assert answer.status == 202 and len(queue.tickets) == 1  # the ticket finds the claim after its lease
 
     def test_outage_with_the_queue_down_answers_503_and_releases_the_claim(self, make_service, deliveries):
@@ -192,8 +199,16 @@ class TestOutcomes:
 def _request(delivery_id, rule):
     from webhook.routing import PipelineRunRequest
 
-    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch=None, template_parameters={},
-                              delivery_id=delivery_id, model_name="m", version="1")
+    return PipelineRunRequest(
+        rule=rule,
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={},
+        delivery_id=delivery_id,
+        model_name="m",
+        version="1",
+    )
 
 
 class TestErrors:

@@ -103,7 +103,8 @@ class TestImportIsSideEffectFree:
             assert relay.composition._relay is None, "the relay was built at import time"
             print("imported")
         """)
-        result = subprocess.run([sys.executable, "-c", guard], env={}, cwd=tmp_path, capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", guard], env={}, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "imported"

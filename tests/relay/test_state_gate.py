@@ -17,14 +17,29 @@ T = 1_800_000_000.0
 
 
 def event(version: str, delivery_id: str, at: float, kind: EventKind = EventKind.ALIAS_SET) -> RegistryEvent:
-    return RegistryEvent(source="mlflow", event="model_version_alias.created", kind=kind, model_name="fraud",
-                         version=version, alias="champion", delivery_id=delivery_id,
-                         event_time=datetime.fromtimestamp(at, tz=UTC))  # fmt: skip
+    return RegistryEvent(
+        source="mlflow",
+        event="model_version_alias.created",
+        kind=kind,
+        model_name="fraud",
+        version=version,
+        alias="champion",
+        delivery_id=delivery_id,
+        event_time=datetime.fromtimestamp(at, tz=UTC),
+    )
 
 
 def request(delivery_id: str, version: str = "7", rule: str = "deploy") -> PipelineRunRequest:
-    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch=None, template_parameters={},
-                              delivery_id=delivery_id, model_name="fraud", version=version)  # fmt: skip
+    return PipelineRunRequest(
+        rule=rule,
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={},
+        delivery_id=delivery_id,
+        model_name="fraud",
+        version=version,
+    )
 
 
 @pytest.fixture
@@ -88,8 +103,9 @@ def test_a_concurrent_writer_makes_the_gate_decide_again(marks, ledger):
             return super().put(state)
 
     racing = RacingMarks()
-    decided, remaining = StateMarkGate(racing, ledger).screen(event("7", "mlflow-late", T - 30),
-                                                              [request("mlflow-late")])  # fmt: skip
+    decided, remaining = StateMarkGate(racing, ledger).screen(
+        event("7", "mlflow-late", T - 30), [request("mlflow-late")]
+    )
     assert remaining == [] and decided[0].status == "duplicate"
 
 

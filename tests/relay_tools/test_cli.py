@@ -34,8 +34,9 @@ class TestSign:
         body = '{"event": "MODEL_VERSION_CREATED",  "text": "🚀"}'.encode()
         assert main(["sign", str(payload(body)), "--format", "databricks"]) == 0
         out = capsys.readouterr().out
-        verify_databricks_signature(body, signature=headers_from(out)["X-Databricks-Signature"],
-                                    secrets=[deliveries.secret])  # fmt: skip
+        verify_databricks_signature(
+            body, signature=headers_from(out)["X-Databricks-Signature"], secrets=[deliveries.secret]
+        )
         assert deliveries.secret not in out
 
     def test_mlflow_signature_verifies(self, clean_env, payload, deliveries, capsys):
@@ -44,9 +45,15 @@ class TestSign:
         assert main(["sign", str(payload(body)), "--delivery-id", "d-9", "--timestamp", "1700000000"]) == 0
         headers = headers_from(capsys.readouterr().out)
         assert headers["X-MLflow-Delivery-Id"] == "d-9" and headers["X-MLflow-Timestamp"] == "1700000000"
-        verify_mlflow_signature(body, delivery_id="d-9", timestamp="1700000000",
-                                signature=headers["X-MLflow-Signature"], secrets=[deliveries.secret],
-                                now=1700000001, max_age=60)  # fmt: skip
+        verify_mlflow_signature(
+            body,
+            delivery_id="d-9",
+            timestamp="1700000000",
+            signature=headers["X-MLflow-Signature"],
+            secrets=[deliveries.secret],
+            now=1700000001,
+            max_age=60,
+        )
 
     def test_format_is_detected_from_the_body(self, clean_env, payload, deliveries, capsys):
         clean_env.setenv("WEBHOOK_SECRET", deliveries.secret)
@@ -89,7 +96,7 @@ class TestSignCurl:
         result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30, check=True)
         status_line, _, rest = result.stdout.partition("\n")
         assert " 200" in status_line, result.stdout
-        assert json.loads(rest[rest.index("{"):])["status"] == "dry-run"
+        assert json.loads(rest[rest.index("{") :])["status"] == "dry-run"
 
     def test_a_path_with_spaces_is_quoted(self, relay_env, tmp_path, deliveries, capsys):
         path = tmp_path / "my payload.json"
@@ -104,16 +111,24 @@ class TestExplain:
     def test_prints_matched_rules_and_the_exact_requests(self, clean_env, payload, deliveries, rules_file, capsys):
         clean_env.setenv("DEVOPS_ORG_URL", "https://dev.azure.com/contoso/")
         body = deliveries.mlflow_body()
-        code = main(["explain", str(payload(body)), "--rules", str(rules_file), "--project", "ML Ops",
-                     "--delivery-id", "d-7"])  # fmt: skip
+        code = main(
+            ["explain", str(payload(body)), "--rules", str(rules_file), "--project", "ML Ops", "--delivery-id", "d-7"]
+        )
         report = json.loads(capsys.readouterr().out)
         assert code == 0
         assert report["matched_rules"] == ["champion-deploy", "champion-audit"]
         assert report["event"]["delivery_id"] == "d-7"
         deploy, audit = report["runs"]
-        request = PipelineRunRequest(rule="champion-audit", project="ML Ops", pipeline_id=14, branch="refs/heads/main",
-                                     template_parameters={"model": "wine-quality", "version": "3"},
-                                     delivery_id="d-7", model_name="wine-quality", version="3")  # fmt: skip
+        request = PipelineRunRequest(
+            rule="champion-audit",
+            project="ML Ops",
+            pipeline_id=14,
+            branch="refs/heads/main",
+            template_parameters={"model": "wine-quality", "version": "3"},
+            delivery_id="d-7",
+            model_name="wine-quality",
+            version="3",
+        )
         client = AzureDevOpsClient(org_url="https://dev.azure.com/contoso", auth=None, http=None)
         assert audit["method"] == "POST"
         assert audit["url"] == client.runs_url(request)  # the URL the relay would really call

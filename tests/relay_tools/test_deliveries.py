@@ -65,11 +65,16 @@ class TestListAndShow:
         by_id = {item["delivery_id"]: item for item in listed}
         assert set(by_id) == {first.delivery_id, other.delivery_id}
         item = by_id[first.delivery_id]
-        assert {k: item[k] for k in ("status", "model", "version")} == {"status": "triggered",
-                                                                         "model": "fraud-detector", "version": "1"}
+        assert {k: item[k] for k in ("status", "model", "version")} == {
+            "status": "triggered",
+            "model": "fraud-detector",
+            "version": "1",
+        }
         started = {r.pipeline_id: r.run_id for r in relay.standin.runs}
-        assert sorted((r["rule"], r["run_id"]) for r in item["runs"]) == [("champion-audit", started[14]),
-                                                                          ("champion-deploy", started[13])]
+        assert sorted((r["rule"], r["run_id"]) for r in item["runs"]) == [
+            ("champion-audit", started[14]),
+            ("champion-deploy", started[13]),
+        ]
         assert by_id[other.delivery_id]["status"] == "refused" and "rejected" in by_id[other.delivery_id]["detail"]
 
     def test_list_filters_by_status_and_model(self, relay: RelayHarness, capsys: Any) -> None:
@@ -102,8 +107,9 @@ class TestListAndShow:
 class TestReplay:
     """Routed again under today's rules through the relay's own dispatch: exactly once."""
 
-    def test_replay_of_started_runs_answers_duplicate_and_starts_nothing(self, relay: RelayHarness,
-                                                                          capsys: Any) -> None:  # fmt: skip
+    def test_replay_of_started_runs_answers_duplicate_and_starts_nothing(
+        self, relay: RelayHarness, capsys: Any
+    ) -> None:
         delivery = mlflow_delivery(version=1)
         relay.post(delivery)
         flushed()
@@ -112,16 +118,22 @@ class TestReplay:
         assert runs_for(relay, delivery.delivery_id) == [13, 14]
         assert len(relay.standin.api_requests) == 2, "a replay of started runs must not call Azure DevOps"
 
-    def test_force_starts_a_new_run_under_a_derived_id_recorded_as_forced(self, relay: RelayHarness,
-                                                                           capsys: Any) -> None:  # fmt: skip
+    def test_force_starts_a_new_run_under_a_derived_id_recorded_as_forced(
+        self, relay: RelayHarness, capsys: Any
+    ) -> None:
         delivery = mlflow_delivery(version=1)
         relay.post(delivery)
         flushed()
-        code, [answer] = run(capsys, "deliveries", "replay", delivery.delivery_id, "--force", "--rule",
-                             "champion-deploy", "--json")  # fmt: skip
+        code, [answer] = run(
+            capsys, "deliveries", "replay", delivery.delivery_id, "--force", "--rule", "champion-deploy", "--json"
+        )
         replay_id = f"{delivery.delivery_id}~replay-1"
-        assert (code, answer["status"], answer["delivery_id"], answer["forced_by"]) == (0, "triggered", replay_id,
-                                                                                         "alice")  # fmt: skip
+        assert (code, answer["status"], answer["delivery_id"], answer["forced_by"]) == (
+            0,
+            "triggered",
+            replay_id,
+            "alice",
+        )
         assert runs_for(relay, replay_id) == [13]
         _, [again] = run(capsys, "deliveries", "replay", delivery.delivery_id, "--force", "--json")
         assert again["delivery_id"] == f"{delivery.delivery_id}~replay-2"
@@ -129,8 +141,7 @@ class TestReplay:
         assert (shown["origin"], shown["forced_by"], shown["replay_of"]) == ("replay", "alice", delivery.delivery_id)
         assert [(r["rule"], r["forced_by"]) for r in shown["runs"]] == [("champion-deploy", "alice")]
 
-    def test_replay_of_a_refused_run_reopens_it_and_starts_it_once(self, relay: RelayHarness,
-                                                                    capsys: Any) -> None:  # fmt: skip
+    def test_replay_of_a_refused_run_reopens_it_and_starts_it_once(self, relay: RelayHarness, capsys: Any) -> None:
         delivery = mlflow_delivery(version=4)
         relay.set_faults(lambda _: REFUSED)
         assert relay.post(delivery).status == 424
@@ -138,8 +149,11 @@ class TestReplay:
         relay.set_faults(no_faults)
         flushed()
         code, [answer] = run(capsys, "deliveries", "replay", delivery.delivery_id, "--by", "bob", "--json")
-        assert (code, answer["status"], sorted(answer["reopened"])) == (0, "triggered", ["champion-audit",
-                                                                                         "champion-deploy"])
+        assert (code, answer["status"], sorted(answer["reopened"])) == (
+            0,
+            "triggered",
+            ["champion-audit", "champion-deploy"],
+        )
         assert runs_for(relay, delivery.delivery_id) == [13, 14]
         entry = current_relay().ledger.get(f"{delivery.delivery_id}:champion-deploy")
         assert entry is not None and entry.forced_by == "bob"

@@ -22,22 +22,34 @@ def host(relay_env):
 class TestLocalFunctionsHost:
     def test_serves_the_registered_function(self, host, deliveries):
         body = deliveries.databricks_body()
-        answer = httpx.post(f"{host.base_url}/api/MLflowWebHookTransition", content=body,
-                            headers=deliveries.databricks_headers(body), timeout=10)  # fmt: skip
+        answer = httpx.post(
+            f"{host.base_url}/api/MLflowWebHookTransition",
+            content=body,
+            headers=deliveries.databricks_headers(body),
+            timeout=10,
+        )
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("application/json")
         assert answer.json()["status"] == "dry-run"
 
     def test_route_is_case_insensitive(self, host, deliveries):
         body = deliveries.databricks_body()
-        answer = httpx.post(f"{host.base_url}/api/mlflowwebhooktransition", content=body,
-                            headers=deliveries.databricks_headers(body), timeout=10)  # fmt: skip
+        answer = httpx.post(
+            f"{host.base_url}/api/mlflowwebhooktransition",
+            content=body,
+            headers=deliveries.databricks_headers(body),
+            timeout=10,
+        )
         assert answer.status_code == 200
 
     def test_wrong_signature_is_refused_through_the_host(self, host, deliveries):
         body = deliveries.databricks_body()
-        answer = httpx.post(f"{host.base_url}/api/MLflowWebHookTransition", content=body,
-                            headers=deliveries.databricks_headers(body, secret="forged"), timeout=10)  # fmt: skip
+        answer = httpx.post(
+            f"{host.base_url}/api/MLflowWebHookTransition",
+            content=body,
+            headers=deliveries.databricks_headers(body, secret="forged"),
+            timeout=10,
+        )
         assert answer.status_code == 401
 
     def test_get_answers_405_with_allow_post(self, host):

@@ -34,8 +34,9 @@ def relay(harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(tmp_path / "no-az"))
     monkeypatch.setenv("USER", "carol")
     monkeypatch.delenv("RELAY_OPERATOR", raising=False)
-    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, max_attempts=1,
-                   run_host=False)
+    return harness(
+        settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, max_attempts=1, run_host=False
+    )
 
 
 def poisoned(relay: RelayHarness, *, retry_fault: Fault) -> Delivery:
@@ -65,7 +66,10 @@ def test_list_shows_what_was_not_deployed_and_why(relay: RelayHarness, capsys: A
     for message in listed:
         assert message["key"] == f"{delivery.delivery_id}:{message['rule']}"
         assert (message["delivery_id"], message["model"], message["version"]) == (
-            delivery.delivery_id, "fraud-detector", json.loads(delivery.body)["data"]["version"])  # fmt: skip
+            delivery.delivery_id,
+            "fraud-detector",
+            json.loads(delivery.body)["data"]["version"],
+        )
         assert message["attempt"] == 1 and "HTTP 503" in message["last_error"]
         assert "still unavailable after 1 attempts" in message["reason"] and message["ledger"] == "poisoned"
 
@@ -78,7 +82,8 @@ def test_redrive_of_one_delivery_starts_its_runs_once(relay: RelayHarness, capsy
     assert relay.deliver_queue() == 2
     started = sorted(r.pipeline_id for r in relay.standin.runs)
     assert started == [13, 14] and {r.template_parameters["delivery_id"] for r in relay.standin.runs} == {
-        delivery.delivery_id}  # fmt: skip
+        delivery.delivery_id
+    }
     _, remaining = run(capsys, "retries", "list", "--json")
     assert {m["delivery_id"] for m in remaining} == {other.delivery_id}, "only the named delivery is redriven"
 

@@ -100,8 +100,12 @@ class TestDatabricksWebhooks:
         wanted, _ = databricks_webhooks(document)
         assert wanted == {
             "": ("MODEL_VERSION_TRANSITIONED_TO_STAGING",),
-            "stout": ("MODEL_VERSION_CREATED", "MODEL_VERSION_TRANSITIONED_STAGE", "REGISTERED_MODEL_CREATED",
-                      "MODEL_VERSION_TAG_SET"),
+            "stout": (
+                "MODEL_VERSION_CREATED",
+                "MODEL_VERSION_TRANSITIONED_STAGE",
+                "REGISTERED_MODEL_CREATED",
+                "MODEL_VERSION_TAG_SET",
+            ),
             "wine": ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",),
         }
 

@@ -110,9 +110,14 @@ class TestMlflowWebhooks:
         assert "relay answered HTTP 202" in answer and '"accepted"' in answer
         ((headers, body),) = RecordingRelay.received
         verify_mlflow_signature(
-            body, delivery_id=headers["X-MLflow-Delivery-Id"], timestamp=headers["X-MLflow-Timestamp"],
-            signature=headers["X-MLflow-Signature"], secrets=[SECRET], now=time.time(), max_age=600,
-        )  # fmt: skip
+            body,
+            delivery_id=headers["X-MLflow-Delivery-Id"],
+            timestamp=headers["X-MLflow-Timestamp"],
+            signature=headers["X-MLflow-Signature"],
+            secrets=[SECRET],
+            now=time.time(),
+            max_age=600,
+        )
         assert json.loads(body)["entity"] == "model_version_alias"
 
         assert run(["delete", *common, "--id", webhook_id]) == (0, f"deleted\t{webhook_id}\n")
@@ -137,10 +142,12 @@ def databricks_backend(args: argparse.Namespace) -> Any:
 
 def registry_webhook(webhook_id: str, url: str, model: str = "wine") -> dict[str, Any]:
     return {
-        "id": webhook_id, "model_name": model, "status": "ACTIVE",
+        "id": webhook_id,
+        "model_name": model,
+        "status": "ACTIVE",
         "events": ["MODEL_VERSION_TRANSITIONED_TO_PRODUCTION"],
         "http_url_spec": {"url": url, "enable_ssl_verification": True},
-    }  # fmt: skip
+    }
 
 
 class TestDatabricksWebhooks:
@@ -150,10 +157,16 @@ class TestDatabricksWebhooks:
 
     @responses.activate
     def test_create_adds_a_webhook_with_the_secret_in_http_url_spec(self) -> None:
-        responses.add(responses.GET, f"{HOST}/api/2.0/mlflow/registry-webhooks/list",
-                      json={"webhooks": [registry_webhook("other", "https://elsewhere.test/hook")]})  # fmt: skip
-        created = responses.add(responses.POST, f"{HOST}/api/2.0/mlflow/registry-webhooks/create",
-                                json={"webhook": registry_webhook("wh-1", RELAY_URL)})  # fmt: skip
+        responses.add(
+            responses.GET,
+            f"{HOST}/api/2.0/mlflow/registry-webhooks/list",
+            json={"webhooks": [registry_webhook("other", "https://elsewhere.test/hook")]},
+        )
+        created = responses.add(
+            responses.POST,
+            f"{HOST}/api/2.0/mlflow/registry-webhooks/create",
+            json={"webhook": registry_webhook("wh-1", RELAY_URL)},
+        )
 
         code, out = run(self.CREATE, backend_factory=databricks_backend)
 
@@ -166,10 +179,16 @@ class TestDatabricksWebhooks:
 
     @responses.activate
     def test_create_updates_the_webhook_already_pointing_at_the_relay(self) -> None:
-        responses.add(responses.GET, f"{HOST}/api/2.0/mlflow/registry-webhooks/list",
-                      json={"webhooks": [registry_webhook("wh-1", RELAY_URL + "/")]})  # fmt: skip
-        updated = responses.add(responses.PATCH, f"{HOST}/api/2.0/mlflow/registry-webhooks/update",
-                                json={"webhook": registry_webhook("wh-1", RELAY_URL)})  # fmt: skip
+        responses.add(
+            responses.GET,
+            f"{HOST}/api/2.0/mlflow/registry-webhooks/list",
+            json={"webhooks": [registry_webhook("wh-1", RELAY_URL + "/")]},
+        )
+        updated = responses.add(
+            responses.PATCH,
+            f"{HOST}/api/2.0/mlflow/registry-webhooks/update",
+            json={"webhook": registry_webhook("wh-1", RELAY_URL)},
+        )
 
         code, out = run(self.CREATE, secret=NEW_SECRET, backend_factory=databricks_backend)
 
@@ -180,8 +199,11 @@ class TestDatabricksWebhooks:
 
     @responses.activate
     def test_test_shows_what_the_relay_answered(self) -> None:
-        sent = responses.add(responses.POST, f"{HOST}/api/2.0/mlflow/registry-webhooks/test",
-                             json={"status_code": 401, "body": '{"error": "signature does not match"}'})  # fmt: skip
+        sent = responses.add(
+            responses.POST,
+            f"{HOST}/api/2.0/mlflow/registry-webhooks/test",
+            json={"status_code": 401, "body": '{"error": "signature does not match"}'},
+        )
 
         code, out = run(["test", "--platform", "databricks", "--id", "wh-1"], backend_factory=databricks_backend)
 

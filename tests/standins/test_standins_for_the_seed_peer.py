@@ -20,8 +20,10 @@ RUNS_LOCATION = "7859261e-d2e9-4a68-b820-a5d84cc5bb3d"
 @pytest.fixture
 def devops(tmp_path: Path):
     standin = DevOpsStandIn(tmp_path, pat="p4t").start()
-    client = httpx.Client(verify=ssl.create_default_context(cafile=str(standin.tls.ca_file)),
-                          headers={"Authorization": "Basic " + base64.b64encode(b":p4t").decode()})
+    client = httpx.Client(
+        verify=ssl.create_default_context(cafile=str(standin.tls.ca_file)),
+        headers={"Authorization": "Basic " + base64.b64encode(b":p4t").decode()},
+    )
     yield standin, client
     client.close()
     standin.stop()
@@ -36,16 +38,22 @@ class TestDevOpsForTheSdk:
         assert runs["routeTemplate"] == "{project}/_apis/{area}/{pipelineId}/{resource}/{runId}"
         assert (runs["area"], runs["resourceName"]) == ("pipelines", "runs")
 
-    @pytest.mark.parametrize(("accept", "query", "status"), [
-        ("application/json;api-version=7.0", "", 200),  # the SDK
-        ("application/json", "?api-version=7.1", 200),  # the relay
-        ("application/json", "", 404),
-        ("application/json;api-version=4.1", "", 404),
-    ])
+    @pytest.mark.parametrize(
+        ("accept", "query", "status"),
+        [
+            ("application/json;api-version=7.0", "", 200),  # the SDK
+            ("application/json", "?api-version=7.1", 200),  # the relay
+            ("application/json", "", 404),
+            ("application/json;api-version=4.1", "", 404),
+        ],
+    )
     def test_run_post_takes_the_version_from_the_query_or_the_accept_header(self, devops, accept, query, status):
         standin, client = devops
-        answer = client.post(f"{standin.org_url}/bench/_apis/pipelines/21/runs{query}", headers={"Accept": accept},
-                             json={"templateParameters": {"model_name": "m"}})
+        answer = client.post(
+            f"{standin.org_url}/bench/_apis/pipelines/21/runs{query}",
+            headers={"Accept": accept},
+            json={"templateParameters": {"model_name": "m"}},
+        )
         assert answer.status_code == status and len(standin.runs) == (status == 200)
 
     def test_anonymous_connection_warm_up_is_not_an_api_request(self, devops):
@@ -57,8 +65,10 @@ class TestDevOpsForTheSdk:
 
 
 class TestIdentityClientId:
-    @pytest.mark.parametrize(("client_id", "status"), [(None, 200), (USER_ASSIGNED_CLIENT_ID, 200),
-                                                        ("00000000-0000-0000-0000-00000000dead", 400)])
+    @pytest.mark.parametrize(
+        ("client_id", "status"),
+        [(None, 200), (USER_ASSIGNED_CLIENT_ID, 200), ("00000000-0000-0000-0000-00000000dead", 400)],
+    )
     def test_only_the_apps_identities_get_tokens(self, client_id, status):
         identity = IdentityStandIn().start()
         try:

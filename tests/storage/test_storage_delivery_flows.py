@@ -37,8 +37,14 @@ def log_harness(harness: Callable[..., RelayHarness], **options: object) -> Rela
 def unrouted_delivery() -> Delivery:
     """A signed MLflow delivery no scenario rule matches (alias challenger)."""
     delivery_id = f"ignored-{uuid.uuid4()}"
-    body = json.dumps({"entity": "model_version_alias", "action": "created", "timestamp": "2026-11-28T15:29:01+00:00",
-                       "data": {"name": "fraud-detector", "alias": "challenger", "version": "4"}}).encode()
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "2026-11-28T15:29:01+00:00",
+            "data": {"name": "fraud-detector", "alias": "challenger", "version": "4"},
+        }
+    ).encode()
     headers = mlflow_signed_headers(body, delivery_id=delivery_id, timestamp=int(time.time()), secret=WEBHOOK_SECRET)
     return Delivery(delivery_id, "4", body, headers)
 
@@ -71,8 +77,10 @@ def test_the_log_tells_each_deliverys_story(harness: Callable[..., RelayHarness]
     # One queued delivery's tickets are tried while DevOps is still down (max_attempts=1:
     # poisoned); the other's once it is back (started from the queue).
     time.sleep(1.2)  # the tickets' delay (capped at 1 s by the harness)
-    assert sorted(_drain_only(relay, poisoned.delivery_id)) == [f"{poisoned.delivery_id}:champion-audit",
-                                                                 f"{poisoned.delivery_id}:champion-deploy"]
+    assert sorted(_drain_only(relay, poisoned.delivery_id)) == [
+        f"{poisoned.delivery_id}:champion-audit",
+        f"{poisoned.delivery_id}:champion-deploy",
+    ]
     relay.set_faults(no_faults)
     assert relay.deliver_queue() == 2
 
@@ -83,8 +91,10 @@ def test_the_log_tells_each_deliverys_story(harness: Callable[..., RelayHarness]
     assert relay_now.ledger.claim(relay_now.service.route(event)[0]).won
     assert relay.post(held).body["status"] == "in_progress"
 
-    wrong_signatures = (forged(triggered, **{"X-MLflow-Signature": "v1,AAAA"}),
-                        forged(stage, **{"X-Databricks-Signature": "00"}))  # fmt: skip
+    wrong_signatures = (
+        forged(triggered, **{"X-MLflow-Signature": "v1,AAAA"}),
+        forged(stage, **{"X-Databricks-Signature": "00"}),
+    )
     for bad in (*wrong_signatures, forged(triggered, **{"X-MLflow-Timestamp": "1000"})):
         assert relay.post(bad).status == 401
     malformed = b"{not json"
@@ -92,12 +102,18 @@ def test_the_log_tells_each_deliverys_story(harness: Callable[..., RelayHarness]
     assert relay.post(Delivery("m-1", "0", malformed, signed)).status == 400
 
     log = records(relay)
-    status = {d.delivery_id: log[d.delivery_id].status for d in (triggered, stage, ignored, refused, queued, poisoned,
-                                                                  held)}  # fmt: skip
-    assert status == {triggered.delivery_id: "triggered", stage.delivery_id: "triggered",
-                      ignored.delivery_id: "ignored", refused.delivery_id: "refused",
-                      queued.delivery_id: "triggered", poisoned.delivery_id: "poisoned",
-                      held.delivery_id: "in_progress"}  # fmt: skip
+    status = {
+        d.delivery_id: log[d.delivery_id].status for d in (triggered, stage, ignored, refused, queued, poisoned, held)
+    }
+    assert status == {
+        triggered.delivery_id: "triggered",
+        stage.delivery_id: "triggered",
+        ignored.delivery_id: "ignored",
+        refused.delivery_id: "refused",
+        queued.delivery_id: "triggered",
+        poisoned.delivery_id: "poisoned",
+        held.delivery_id: "in_progress",
+    }
     first = log[triggered.delivery_id]
     assert (first.arrivals, first.answer) == (2, "duplicate")
     assert {r.rule: r.run_id for r in first.rules} == _runs_of(relay, triggered.delivery_id)
@@ -124,9 +140,12 @@ def _drain_only(relay: RelayHarness, delivery_id: str) -> list[str]:
     from standins.harness import registered_function
 
     # Both policies: update_message sends the content again, and it must stay base64.
-    queue = QueueClient.from_connection_string(relay.azurite.connection_string, RETRY_QUEUE_NAME,
-                                               message_decode_policy=TextBase64DecodePolicy(),
-                                               message_encode_policy=TextBase64EncodePolicy())  # fmt: skip
+    queue = QueueClient.from_connection_string(
+        relay.azurite.connection_string,
+        RETRY_QUEUE_NAME,
+        message_decode_policy=TextBase64DecodePolicy(),
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
     (retry, _binding), done = registered_function("RetryPipelineRun"), []
     deadline = time.monotonic() + 30
     while len(done) < 2 and time.monotonic() < deadline:
@@ -144,13 +163,17 @@ def _drain_only(relay: RelayHarness, delivery_id: str) -> list[str]:
 
 def _runs_of(relay: RelayHarness, delivery_id: str) -> dict[str, int]:
     pipelines = {13: "champion-deploy", 14: "champion-audit"}
-    return {pipelines[r.pipeline_id]: r.run_id for r in relay.standin.runs
-            if r.template_parameters.get("delivery_id") == delivery_id}  # fmt: skip
+    return {
+        pipelines[r.pipeline_id]: r.run_id
+        for r in relay.standin.runs
+        if r.template_parameters.get("delivery_id") == delivery_id
+    }
 
 
 def _holds_no_secret_and_no_body(relay: RelayHarness) -> None:
     table = TableServiceClient.from_connection_string(relay.azurite.connection_string).get_table_client(
-        relay.settings["DELIVERY_LOG_TABLE"])
+        relay.settings["DELIVERY_LOG_TABLE"]
+    )
     stored = json.dumps([dict(e) for e in table.list_entities()], default=str)
     for secret in (WEBHOOK_SECRET, relay.settings["DEVOPS_PAT"], "X-MLflow-Signature", "not json"):
         assert secret not in stored

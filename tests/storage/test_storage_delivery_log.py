@@ -27,17 +27,43 @@ def store(azurite: Azurite) -> TableDeliveryLogStore:
     return TableDeliveryLogStore(service, "log" + uuid.uuid4().hex[:16], clock=lambda: NOW)
 
 
-def record(delivery_id: str = "d-1", *, at: float = NOW, rules: tuple[RuleRecord, ...] = (), answer: str = "triggered",
-           model: str = "fraud", **fields: object) -> DeliveryRecord:  # fmt: skip
-    return DeliveryRecord(delivery_id=delivery_id, arrived_at=at, source="mlflow", event="model_version_alias.created",
-                          model=model, version="7", answer=answer, http_status=200, alias="champion", rules=rules,
-                          first_arrived_at=at, event_json='{"x": 1}', **fields)  # type: ignore[arg-type]
+def record(
+    delivery_id: str = "d-1",
+    *,
+    at: float = NOW,
+    rules: tuple[RuleRecord, ...] = (),
+    answer: str = "triggered",
+    model: str = "fraud",
+    **fields: object,
+) -> DeliveryRecord:
+    return DeliveryRecord(
+        delivery_id=delivery_id,
+        arrived_at=at,
+        source="mlflow",
+        event="model_version_alias.created",
+        model=model,
+        version="7",
+        answer=answer,
+        http_status=200,
+        alias="champion",
+        rules=rules,
+        first_arrived_at=at,
+        event_json='{"x": 1}',
+        **fields,
+    )  # type: ignore[arg-type]
 
 
-def rule(name: str = "deploy", status: str = "triggered", *, at: float = NOW, run_id: int | None = 41,
-         origin: str = "webhook") -> RuleRecord:  # fmt: skip
-    return RuleRecord(rule=name, status=status, pipeline_id=13, run_id=run_id, url=f"https://r/{run_id}",
-                      origin=origin, updated_at=at)  # fmt: skip
+def rule(
+    name: str = "deploy",
+    status: str = "triggered",
+    *,
+    at: float = NOW,
+    run_id: int | None = 41,
+    origin: str = "webhook",
+) -> RuleRecord:
+    return RuleRecord(
+        rule=name, status=status, pipeline_id=13, run_id=run_id, url=f"https://r/{run_id}", origin=origin, updated_at=at
+    )
 
 
 class TestRecords:
@@ -84,13 +110,16 @@ class TestRecords:
         assert [r.rules[0].run_id for r in found] == [3, 2]
 
     def test_concurrent_reports_of_two_rules_both_land(self, store: TableDeliveryLogStore) -> None:
-        store.write_delivery(record(answer="queued", rules=(rule("a", "queued", run_id=None),
-                                                             rule("b", "queued", run_id=None))))  # fmt: skip
+        store.write_delivery(
+            record(answer="queued", rules=(rule("a", "queued", run_id=None), rule("b", "queued", run_id=None)))
+        )
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(lambda name: store.write_rule("d-1", rule(name, at=NOW + 1, run_id=ord(name))), "ab"))
         stored = store.get("d-1")
-        assert stored is not None and [(r.rule, r.status) for r in stored.rules] == [("a", "triggered"),
-                                                                                      ("b", "triggered")]
+        assert stored is not None and [(r.rule, r.status) for r in stored.rules] == [
+            ("a", "triggered"),
+            ("b", "triggered"),
+        ]
 
     def test_purge_deletes_old_records_and_counters_but_never_marks(self, store: TableDeliveryLogStore) -> None:
         store.write_delivery(record("old", at=NOW - 10 * 86400, rules=(rule(at=NOW - 10 * 86400),)))
@@ -110,8 +139,7 @@ class TestRejectionCounters:
             list(pool.map(lambda _: store.add_rejections({("2027011512", "signature"): 1}), range(40)))
         store.add_rejections({("2027011512", "stale"): 3, ("2027011513", "signature"): 2})
         counts = {(c.hour, c.reason): c.count for c in store.rejections(since=0)}
-        assert counts == {("2027011512", "signature"): 40, ("2027011512", "stale"): 3,
-                          ("2027011513", "signature"): 2}  # fmt: skip
+        assert counts == {("2027011512", "signature"): 40, ("2027011512", "stale"): 3, ("2027011513", "signature"): 2}
 
     def test_a_flood_becomes_a_few_writes(self, store: TableDeliveryLogStore) -> None:
         writes = []

@@ -27,14 +27,22 @@ from webhook.routing import PipelineRunRequest
 pytestmark = pytest.mark.azurite
 
 TIMING = LedgerTiming(lease=60.0, retention=7 * 86400.0)
-RUN = PipelineRun(rule="deploy", pipeline_id=13, run_id=4242,
-                  url="https://dev.azure.com/contoso/MLOps/_build/results?buildId=4242")
+RUN = PipelineRun(
+    rule="deploy", pipeline_id=13, run_id=4242, url="https://dev.azure.com/contoso/MLOps/_build/results?buildId=4242"
+)
 
 
 def request(delivery_id: str = "d-1", rule: str = "deploy") -> PipelineRunRequest:
-    return PipelineRunRequest(rule=rule, project="MLOps", pipeline_id=13, branch="refs/heads/main",
-                              template_parameters={"model_name": "fraud", "delivery_id": delivery_id},
-                              delivery_id=delivery_id, model_name="fraud", version="7")
+    return PipelineRunRequest(
+        rule=rule,
+        project="MLOps",
+        pipeline_id=13,
+        branch="refs/heads/main",
+        template_parameters={"model_name": "fraud", "delivery_id": delivery_id},
+        delivery_id=delivery_id,
+        model_name="fraud",
+        version="7",
+    )
 
 
 class Clock:
@@ -68,8 +76,9 @@ def ledger(service: TableServiceClient, table_name: str, clock: Clock) -> TableL
 class TestClaimAndRecord:
     """Conditional insert before the run, holding the verified request; the outcome recorded after."""
 
-    def test_first_claim_wins_and_stores_the_verified_request(self, ledger: TableLedger, service: TableServiceClient,
-                                                             table_name: str) -> None:
+    def test_first_claim_wins_and_stores_the_verified_request(
+        self, ledger: TableLedger, service: TableServiceClient, table_name: str
+    ) -> None:
         result = ledger.claim(request())
         assert result.claim is not None and result.claim.fresh and result.entry.state is EntryState.CLAIMED
         entity = service.get_table_client(table_name).get_entity("d-1", "deploy")
@@ -131,8 +140,9 @@ class TestFencing:
             ledger.record(first, EntryState.STARTED, run=RUN)  # the holder's own old ETag is stale too
         assert ledger.record(second, EntryState.STARTED, run=RUN).etag != second.etag
 
-    def test_takeover_keeps_the_first_claim_time_and_looks_before_posting(self, ledger: TableLedger,
-                                                                         clock: Clock) -> None:
+    def test_takeover_keeps_the_first_claim_time_and_looks_before_posting(
+        self, ledger: TableLedger, clock: Clock
+    ) -> None:
         first = ledger.claim(request()).claim
         assert first is not None
         clock.now += TIMING.lease + 5
@@ -159,22 +169,23 @@ class TestFencing:
         assert reopened.state is EntryState.RELEASED and reopened.forced_by == "alice"
         assert ledger.claim(request()).won
 
-    def test_etag_race_has_exactly_one_winner(self, service: TableServiceClient, table_name: str,
-                                              clock: Clock) -> None:
+    def test_etag_race_has_exactly_one_winner(self, service: TableServiceClient, table_name: str, clock: Clock) -> None:
         """Both claimers read the stale entry (same ETag) before either writes."""
         TableLedger(service, table_name, TIMING, clock=clock).claim(request())
         clock.now += TIMING.lease + 1
         both_read = threading.Barrier(2, timeout=20)
-        claimers = [TableLedger(_ReadBarrierService(service, both_read), table_name, TIMING, clock=clock)
-                    for _ in range(2)]
+        claimers = [
+            TableLedger(_ReadBarrierService(service, both_read), table_name, TIMING, clock=clock) for _ in range(2)
+        ]
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(lambda ledger: ledger.claim(request()), claimers))
         assert sorted(r.won for r in results) == [False, True]
         loser = next(r for r in results if not r.won)
         assert loser.entry.state is EntryState.CLAIMED and loser.entry.claimed_at == clock.now
 
-    def test_many_concurrent_claimers_of_a_new_key_have_one_winner(self, service: TableServiceClient,
-                                                                    table_name: str) -> None:
+    def test_many_concurrent_claimers_of_a_new_key_have_one_winner(
+        self, service: TableServiceClient, table_name: str
+    ) -> None:
         ledgers = [TableLedger(service, table_name, TIMING) for _ in range(10)]
         ledgers[0].claim(request("warm-up"))  # create the table first: this test is about the insert
         with ThreadPoolExecutor(max_workers=10) as pool:
@@ -197,8 +208,9 @@ class TestRetention:
 class TestUnsafeDeliveryIds:
     """Table keys forbid / \\ # ? and control characters; the sender chooses delivery ids."""
 
-    @pytest.mark.parametrize("delivery_id", ["a/b", "back\\slash", "hash#tag", "what?", "tab\there", "x" * 300,
-                                             "ünïcödé", "line\nbreak", ""])
+    @pytest.mark.parametrize(
+        "delivery_id", ["a/b", "back\\slash", "hash#tag", "what?", "tab\there", "x" * 300, "ünïcödé", "line\nbreak", ""]
+    )
     def test_unsafe_id_is_stored_and_found_again(self, ledger: TableLedger, delivery_id: str) -> None:
         result = ledger.claim(request(delivery_id))
         assert result.claim is not None and result.entry.key == f"{delivery_id}:deploy"
@@ -209,8 +221,9 @@ class TestUnsafeDeliveryIds:
     def test_different_unsafe_ids_do_not_collide(self, ledger: TableLedger) -> None:
         assert all(ledger.claim(request(d)).won for d in ("a/b", "a\\b", "a#b"))
 
-    def test_delivery_id_with_colons_keeps_the_rule(self, ledger: TableLedger, service: TableServiceClient,
-                                                    table_name: str) -> None:
+    def test_delivery_id_with_colons_keeps_the_rule(
+        self, ledger: TableLedger, service: TableServiceClient, table_name: str
+    ) -> None:
         assert ledger.claim(request("urn:mlflow:d-1")).won
         assert service.get_table_client(table_name).get_entity("urn:mlflow:d-1", "deploy")
 
@@ -222,8 +235,9 @@ class TestUnavailable:
         with pytest.raises(StorageUnavailable, match="delivery ledger unavailable"):
             TableLedger(_tables(conn), "ledger", TIMING).claim(request())
 
-    def test_a_failing_write_gives_up_within_the_storage_call_budget(self, proxy: StorageFaultProxy,
-                                                                     table_name: str) -> None:
+    def test_a_failing_write_gives_up_within_the_storage_call_budget(
+        self, proxy: StorageFaultProxy, table_name: str
+    ) -> None:
         durations = TimeScale().fixed_durations()
         previous = use_fixed_durations(durations)
         try:
@@ -246,8 +260,11 @@ class TestUnavailable:
         (503), and its repeat finds the orphaned claim held until the lease ends."""
         ledger = TableLedger(_tables(proxy.connection_string), table_name, TIMING, clock=clock)
         ledger.claim(request("warm-up"))
-        proxy.add(WriteFault("insert applied, answer lost", table_write("claimed", method="POST"),
-                             action="applied_then_reset"))
+        proxy.add(
+            WriteFault(
+                "insert applied, answer lost", table_write("claimed", method="POST"), action="applied_then_reset"
+            )
+        )
         with pytest.raises(StorageUnavailable):
             ledger.claim(request())
         clock.now += 1  # the sender's repeat, a second later
@@ -266,8 +283,9 @@ def proxy(azurite: Azurite) -> Iterator[StorageFaultProxy]:
 
 
 def _tables(connection_string: str) -> TableServiceClient:
-    settings = settings_from_env({"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p",
-                                  "AzureWebJobsStorage": connection_string})
+    settings = settings_from_env(
+        {"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p", "AzureWebJobsStorage": connection_string}
+    )
     return table_service(settings, credential_factory=lambda: None)
 
 

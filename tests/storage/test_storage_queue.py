@@ -28,14 +28,16 @@ from standins.timescale import TimeScale
 
 pytestmark = pytest.mark.azurite
 
-TICKET = RetryTicket(key="d-1:deploy", delivery_id="d-1", model="fraud", version="7", rule="deploy", attempt=3,
-                     last_error="HTTP 503")
+TICKET = RetryTicket(
+    key="d-1:deploy", delivery_id="d-1", model="fraud", version="7", rule="deploy", attempt=3, last_error="HTTP 503"
+)
 ALWAYS_503 = Fault("status", 503)
 
 
 def _queues(connection_string: str) -> QueueServiceClient:
-    settings = settings_from_env({"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p",
-                                  "AzureWebJobsStorage": connection_string})
+    settings = settings_from_env(
+        {"DEVOPS_ORG_URL": "https://dev.azure.com/c", "DEVOPS_PROJECT": "p", "AzureWebJobsStorage": connection_string}
+    )
     return queue_service(settings, credential_factory=lambda: None)
 
 
@@ -52,13 +54,22 @@ def _client(azurite: Azurite, name: str, *, decode: bool = True) -> QueueClient:
 class TestStorageRetryQueue:
     """Tickets are base64 JSON (the trigger's encoding): a reference, never a request."""
 
-    def test_message_is_a_base64_ticket_without_a_request(self, retry_queue: StorageRetryQueue,
-                                                          azurite: Azurite) -> None:
+    def test_message_is_a_base64_ticket_without_a_request(
+        self, retry_queue: StorageRetryQueue, azurite: Azurite
+    ) -> None:
         retry_queue.enqueue(TICKET, delay=0)
         [raw] = _client(azurite, retry_queue.queue_name, decode=False).receive_messages(max_messages=1)
         document = json.loads(base64.b64decode(raw.content, validate=True))  # what host.json's base64 expects
-        assert document == {"v": 2, "key": "d-1:deploy", "delivery_id": "d-1", "model": "fraud", "version": "7",
-                            "rule": "deploy", "attempt": 3, "last_error": "HTTP 503"}
+        assert document == {
+            "v": 2,
+            "key": "d-1:deploy",
+            "delivery_id": "d-1",
+            "model": "fraud",
+            "version": "7",
+            "rule": "deploy",
+            "attempt": 3,
+            "last_error": "HTTP 503",
+        }
         assert RetryTicket.from_json(json.dumps(document)) == TICKET
 
     def test_delay_keeps_the_message_invisible(self, retry_queue: StorageRetryQueue, azurite: Azurite) -> None:
@@ -77,17 +88,23 @@ class TestStorageRetryQueue:
         [message] = visible
         assert json.loads(message.content)["key"] == "d-1:deploy"
 
-    def test_poison_message_names_the_delivery_and_the_reason(self, retry_queue: StorageRetryQueue,
-                                                              azurite: Azurite) -> None:
+    def test_poison_message_names_the_delivery_and_the_reason(
+        self, retry_queue: StorageRetryQueue, azurite: Azurite
+    ) -> None:
         retry_queue.poison(TICKET, reason="still unavailable after 8 attempts: HTTP 503")
         [message] = _client(azurite, retry_queue.poison_queue_name).peek_messages()
         document = json.loads(message.content)
         assert document["reason"] == "still unavailable after 8 attempts: HTTP 503"
         assert (document["delivery_id"], document["model"], document["version"], document["rule"]) == (
-            "d-1", "fraud", "7", "deploy")
+            "d-1",
+            "fraud",
+            "7",
+            "deploy",
+        )
 
-    def test_unreadable_message_is_kept_bounded_with_the_reason(self, retry_queue: StorageRetryQueue,
-                                                                azurite: Azurite) -> None:
+    def test_unreadable_message_is_kept_bounded_with_the_reason(
+        self, retry_queue: StorageRetryQueue, azurite: Azurite
+    ) -> None:
         retry_queue.poison(None, reason="unreadable retry message: x" * 200, raw="y" * 5000)
         [message] = _client(azurite, retry_queue.poison_queue_name).peek_messages()
         document = json.loads(message.content)
@@ -115,8 +132,10 @@ class TestStorageRetryQueue:
 class TestRetryFunction:
     """HTTP 202 queued → a ticket in Azurite → the host runs the registered function on it."""
 
-    def test_queued_delivery_waits_for_the_delay_then_starts_one_run(self, harness: Callable[..., RelayHarness],
-                                                                     ) -> None:
+    def test_queued_delivery_waits_for_the_delay_then_starts_one_run(
+        self,
+        harness: Callable[..., RelayHarness],
+    ) -> None:
         relay = harness(base_delay=2, run_host=False)
         relay.standin.faults = lambda _: ALWAYS_503
         delivery = mlflow_delivery()
@@ -130,8 +149,10 @@ class TestRetryFunction:
         for rule in ("champion-deploy", "champion-audit"):
             assert relay.entity(delivery.delivery_id, rule)["state"] == "queued"
 
-    def test_last_attempt_is_poisoned_with_an_error_naming_the_version(self, harness: Callable[..., RelayHarness],
-                                                                       ) -> None:
+    def test_last_attempt_is_poisoned_with_an_error_naming_the_version(
+        self,
+        harness: Callable[..., RelayHarness],
+    ) -> None:
         relay = harness(max_attempts=1)
         relay.standin.faults = lambda _: ALWAYS_503
         delivery = mlflow_delivery(version=7)

@@ -21,9 +21,16 @@ TIMING = LedgerTiming(lease=60.0, retention=7 * 86400.0)
 
 
 def request(delivery_id: str = "d-1") -> PipelineRunRequest:
-    return PipelineRunRequest(rule="production", project="MLOps", pipeline_id=13, branch=None,
-                              template_parameters={"delivery_id": delivery_id}, delivery_id=delivery_id,
-                              model_name="m", version="1")
+    return PipelineRunRequest(
+        rule="production",
+        project="MLOps",
+        pipeline_id=13,
+        branch=None,
+        template_parameters={"delivery_id": delivery_id},
+        delivery_id=delivery_id,
+        model_name="m",
+        version="1",
+    )
 
 
 class RecordingService:

@@ -19,25 +19,88 @@ from webhook.events import (
 )
 
 EXPECTED_RECORDED = {
-    "registered_model.created": dict(kind=EventKind.MODEL_CREATED, model_name="aott-wine-model", version=None,
-                                     alias=None, tag_key=None, tag_value=None, is_test=False),
-    "model_version.created": dict(kind=EventKind.VERSION_CREATED, model_name="aott-wine-model", version="1",
-                                  alias=None, tag_key=None, tag_value=None, is_test=False),
-    "model_version_tag.set": dict(kind=EventKind.TAG_SET, model_name="aott-wine-model", version="1", alias=None,
-                                  tag_key="validation_status", tag_value="approved", is_test=False),
-    "model_version_tag.deleted": dict(kind=EventKind.TAG_DELETED, model_name="aott-wine-model", version="1",
-                                      alias=None, tag_key="validation_status", tag_value=None, is_test=False),
-    "model_version_alias.created": dict(kind=EventKind.ALIAS_SET, model_name="aott-wine-model", version="1",
-                                        alias="champion", tag_key=None, tag_value=None, is_test=False),
-    "model_version_alias.deleted": dict(kind=EventKind.ALIAS_DELETED, model_name="aott-wine-model", version=None,
-                                        alias="champion", tag_key=None, tag_value=None, is_test=False),
-    "model_version.created.v2": dict(kind=EventKind.VERSION_CREATED, model_name="aott-wine-model", version="2",
-                                     alias=None, tag_key=None, tag_value=None, is_test=False),
-    "model_version_alias.created.moved": dict(kind=EventKind.ALIAS_SET, model_name="aott-wine-model", version="2",
-                                              alias="champion", tag_key=None, tag_value=None, is_test=False),
-    "model_version_alias.created.test": dict(kind=EventKind.ALIAS_SET, model_name="example_model", version="1",
-                                             alias="example_alias", tag_key=None, tag_value=None, is_test=True),
-}  # fmt: skip
+    "registered_model.created": dict(
+        kind=EventKind.MODEL_CREATED,
+        model_name="aott-wine-model",
+        version=None,
+        alias=None,
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version.created": dict(
+        kind=EventKind.VERSION_CREATED,
+        model_name="aott-wine-model",
+        version="1",
+        alias=None,
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version_tag.set": dict(
+        kind=EventKind.TAG_SET,
+        model_name="aott-wine-model",
+        version="1",
+        alias=None,
+        tag_key="validation_status",
+        tag_value="approved",
+        is_test=False,
+    ),
+    "model_version_tag.deleted": dict(
+        kind=EventKind.TAG_DELETED,
+        model_name="aott-wine-model",
+        version="1",
+        alias=None,
+        tag_key="validation_status",
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version_alias.created": dict(
+        kind=EventKind.ALIAS_SET,
+        model_name="aott-wine-model",
+        version="1",
+        alias="champion",
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version_alias.deleted": dict(
+        kind=EventKind.ALIAS_DELETED,
+        model_name="aott-wine-model",
+        version=None,
+        alias="champion",
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version.created.v2": dict(
+        kind=EventKind.VERSION_CREATED,
+        model_name="aott-wine-model",
+        version="2",
+        alias=None,
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version_alias.created.moved": dict(
+        kind=EventKind.ALIAS_SET,
+        model_name="aott-wine-model",
+        version="2",
+        alias="champion",
+        tag_key=None,
+        tag_value=None,
+        is_test=False,
+    ),
+    "model_version_alias.created.test": dict(
+        kind=EventKind.ALIAS_SET,
+        model_name="example_model",
+        version="1",
+        alias="example_alias",
+        tag_key=None,
+        tag_value=None,
+        is_test=True,
+    ),
+}
 
 
 class TestRecordedMlflowEvents:
@@ -66,12 +129,23 @@ class TestMlflowEvents:
 
     @pytest.mark.parametrize(
         ("entity", "action"),
-        [("prompt_version", "created"), ("prompt", "created"), ("prompt_alias", "created"),
-         ("prompt_version_tag", "set"), ("experiment", "deleted")],
-    )  # fmt: skip
+        [
+            ("prompt_version", "created"),
+            ("prompt", "created"),
+            ("prompt_alias", "created"),
+            ("prompt_version_tag", "set"),
+            ("experiment", "deleted"),
+        ],
+    )
     def test_prompt_and_unknown_entities_parse_as_other(self, entity, action):
-        event = self._parse({"entity": entity, "action": action, "timestamp": "2026-11-28T15:29:00+00:00",
-                             "data": {"name": "qa-prompt", "version": 2, "template": "Hi {{name}}"}})  # fmt: skip
+        event = self._parse(
+            {
+                "entity": entity,
+                "action": action,
+                "timestamp": "2026-11-28T15:29:00+00:00",
+                "data": {"name": "qa-prompt", "version": 2, "template": "Hi {{name}}"},
+            }
+        )
         assert event.kind is EventKind.OTHER
         assert event.event == f"{entity}.{action}"
         assert event.model_name == "qa-prompt"
@@ -81,13 +155,25 @@ class TestMlflowEvents:
         assert event.kind is EventKind.OTHER
 
     def test_numeric_version_is_text(self):
-        event = self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                             "data": {"name": "m", "version": 7}})  # fmt: skip
+        event = self._parse(
+            {
+                "entity": "model_version",
+                "action": "created",
+                "timestamp": "2026-11-28T15:29:00Z",
+                "data": {"name": "m", "version": 7},
+            }
+        )
         assert event.version == "7"
 
     def test_naive_timestamp_is_taken_as_utc(self):
-        event = self._parse({"entity": "registered_model", "action": "created", "timestamp": "2026-11-28T15:29:00",
-                             "data": {"name": "m"}})  # fmt: skip
+        event = self._parse(
+            {
+                "entity": "registered_model",
+                "action": "created",
+                "timestamp": "2026-11-28T15:29:00",
+                "data": {"name": "m"},
+            }
+        )
         assert event.event_time == datetime(2026, 11, 28, 15, 29, tzinfo=UTC)
 
     def test_workspace_field_of_mlflow_3_18_is_kept(self):
@@ -104,26 +190,48 @@ class TestMlflowEvents:
 
     def test_version_created_without_version_names_the_field(self):
         with pytest.raises(PayloadInvalid, match=r"data\.version"):
-            self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                         "data": {"name": "m"}})  # fmt: skip
+            self._parse(
+                {
+                    "entity": "model_version",
+                    "action": "created",
+                    "timestamp": "2026-11-28T15:29:00Z",
+                    "data": {"name": "m"},
+                }
+            )
 
     def test_alias_created_without_alias_names_the_field(self):
         with pytest.raises(PayloadInvalid, match=r"data\.alias"):
-            self._parse({"entity": "model_version_alias", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                         "data": {"name": "m", "version": "1"}})  # fmt: skip
+            self._parse(
+                {
+                    "entity": "model_version_alias",
+                    "action": "created",
+                    "timestamp": "2026-11-28T15:29:00Z",
+                    "data": {"name": "m", "version": "1"},
+                }
+            )
 
     @pytest.mark.parametrize("missing", ["entity", "action", "timestamp", "data"])
     def test_missing_top_level_field_is_named(self, missing):
-        document = {"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                    "data": {"name": "m", "version": "1"}}  # fmt: skip
+        document = {
+            "entity": "model_version",
+            "action": "created",
+            "timestamp": "2026-11-28T15:29:00Z",
+            "data": {"name": "m", "version": "1"},
+        }
         del document[missing]
         with pytest.raises(PayloadInvalid, match=f"'{missing}'"):
             self._parse(document)
 
     def test_missing_model_name_is_named(self):
         with pytest.raises(PayloadInvalid, match="'name'"):
-            self._parse({"entity": "model_version", "action": "created", "timestamp": "2026-11-28T15:29:00Z",
-                         "data": {"version": "1"}})  # fmt: skip
+            self._parse(
+                {
+                    "entity": "model_version",
+                    "action": "created",
+                    "timestamp": "2026-11-28T15:29:00Z",
+                    "data": {"version": "1"},
+                }
+            )
 
     @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
     def test_malformed_body_is_payload_invalid(self, body):
@@ -132,8 +240,13 @@ class TestMlflowEvents:
 
 
 def _dbx(**fields):
-    document = {"event": "MODEL_VERSION_CREATED", "webhook_id": "w1", "event_timestamp": 1_764_000_000_000,
-                "model_name": "wine", "version": "3"}  # fmt: skip
+    document = {
+        "event": "MODEL_VERSION_CREATED",
+        "webhook_id": "w1",
+        "event_timestamp": 1_764_000_000_000,
+        "model_name": "wine",
+        "version": "3",
+    }
     document.update(fields)
     return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
 
@@ -216,8 +329,9 @@ class TestDatabricksEvents:
     def test_different_changes_get_different_delivery_ids(self):
         a = parse_databricks_event(_dbx(event="MODEL_VERSION_TRANSITIONED_STAGE", to_stage="Production"))
         b = parse_databricks_event(_dbx(event="MODEL_VERSION_TRANSITIONED_STAGE", to_stage="Staging"))
-        c = parse_databricks_event(_dbx(event="MODEL_VERSION_TRANSITIONED_STAGE", to_stage="Production",
-                                        event_timestamp=1_764_000_000_001))  # fmt: skip
+        c = parse_databricks_event(
+            _dbx(event="MODEL_VERSION_TRANSITIONED_STAGE", to_stage="Production", event_timestamp=1_764_000_000_001)
+        )
         d = parse_databricks_event(_dbx(event="MODEL_VERSION_CREATED"))
         assert len({a.delivery_id, b.delivery_id, c.delivery_id, d.delivery_id}) == 4
 

@@ -23,16 +23,33 @@ def rules(text: str):
 
 
 def event(**fields) -> RegistryEvent:
-    values = dict(source="databricks", event="MODEL_VERSION_TRANSITIONED_STAGE", kind=EventKind.STAGE_TRANSITIONED,
-                  model_name="wine-quality", version="3", from_stage="Staging", to_stage="Production",
-                  delivery_id="dbx-1", event_time=EVENT_TIME)  # fmt: skip
+    values = dict(
+        source="databricks",
+        event="MODEL_VERSION_TRANSITIONED_STAGE",
+        kind=EventKind.STAGE_TRANSITIONED,
+        model_name="wine-quality",
+        version="3",
+        from_stage="Staging",
+        to_stage="Production",
+        delivery_id="dbx-1",
+        event_time=EVENT_TIME,
+    )
     values.update(fields)
     return RegistryEvent(**values)
 
 
 def alias_event(alias="champion", model="wine-quality", **fields) -> RegistryEvent:
-    return event(source="mlflow", event="model_version_alias.created", kind=EventKind.ALIAS_SET, alias=alias,
-                 model_name=model, from_stage=None, to_stage=None, delivery_id="d-1", **fields)  # fmt: skip
+    return event(
+        source="mlflow",
+        event="model_version_alias.created",
+        kind=EventKind.ALIAS_SET,
+        alias=alias,
+        model_name=model,
+        from_stage=None,
+        to_stage=None,
+        delivery_id="d-1",
+        **fields,
+    )
 
 
 def fired(document, ev) -> list[str]:
@@ -287,8 +304,9 @@ class TestRuleMatching:
         assert fired(document, alias_event()) == ["r"]
         assert fired(document, event()) == []
 
-    @pytest.mark.parametrize("name", ["TRANSITION_REQUEST_CREATED", "TRANSITION_REQUEST_TO_PRODUCTION_CREATED",
-                                      "COMMENT_CREATED"])  # fmt: skip
+    @pytest.mark.parametrize(
+        "name", ["TRANSITION_REQUEST_CREATED", "TRANSITION_REQUEST_TO_PRODUCTION_CREATED", "COMMENT_CREATED"]
+    )
     def test_rule_without_event_never_matches_requests_or_comments(self, name):
         document = rules(
             """
@@ -316,9 +334,17 @@ class TestRuleMatching:
               - {name: generic, pipeline_id: 1, when: {event: MODEL_VERSION_TRANSITIONED_STAGE}}
               - {name: specific-staging, pipeline_id: 2, when: {event: MODEL_VERSION_TRANSITIONED_TO_STAGING}}
         """)
-        body = json.dumps({"event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "webhook_id": "w",
-                           "event_timestamp": 1_764_000_000_000, "model_name": "m", "version": "1",
-                           "to_stage": "Production", "from_stage": "Staging"}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "event": "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+                "webhook_id": "w",
+                "event_timestamp": 1_764_000_000_000,
+                "model_name": "m",
+                "version": "1",
+                "to_stage": "Production",
+                "from_stage": "Staging",
+            }
+        ).encode()
         assert fired(document, parse_databricks_event(body)) == ["generic"]
 
     def test_event_condition_ignores_case(self):
@@ -368,15 +394,30 @@ class TestParameters:
     def test_every_placeholder_is_filled(self):
         params = {name: "{" + name + "}" for name in sorted(PLACEHOLDERS)}
         document = parse_rules(json.dumps({"rules": [{"name": "r", "pipeline_id": 1, "parameters": params}]}))
-        ev = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, alias="champion",
-                   tag_key="deploy", tag_value="true", delivery_id="d-42")  # fmt: skip
+        ev = event(
+            source="mlflow",
+            event="model_version_tag.set",
+            kind=EventKind.TAG_SET,
+            alias="champion",
+            tag_key="deploy",
+            tag_value="true",
+            delivery_id="d-42",
+        )
         [run] = route_event(document, ev, default_project="MLOps")
         assert run.template_parameters == {
-            "alias": "champion", "delivery_id": "d-42", "event": "model_version_tag.set",
-            "event_time": "2026-11-28T15:29:00.545965+00:00", "from_stage": "Staging", "model_name": "wine-quality",
-            "source": "mlflow", "tag_key": "deploy", "tag_value": "true", "to_stage": "Production", "version": "3",
+            "alias": "champion",
+            "delivery_id": "d-42",
+            "event": "model_version_tag.set",
+            "event_time": "2026-11-28T15:29:00.545965+00:00",
+            "from_stage": "Staging",
+            "model_name": "wine-quality",
+            "source": "mlflow",
+            "tag_key": "deploy",
+            "tag_value": "true",
+            "to_stage": "Production",
+            "version": "3",
             "workspace": "",
-        }  # fmt: skip
+        }
         assert datetime.fromisoformat(run.template_parameters["event_time"]) == EVENT_TIME
 
     def test_placeholders_mix_with_text_and_literal_braces(self):
@@ -396,9 +437,14 @@ class TestParameters:
         """)
         [run] = route_event(document, alias_event(), default_project="MLOps")
         assert run.template_parameters == {
-            "model_name": "wine-quality", "model_version": "3", "event": "model_version_alias.created",
-            "from_stage": "", "to_stage": "", "alias": "champion", "delivery_id": "d-1",
-        }  # fmt: skip
+            "model_name": "wine-quality",
+            "model_version": "3",
+            "event": "model_version_alias.created",
+            "from_stage": "",
+            "to_stage": "",
+            "alias": "champion",
+            "delivery_id": "d-1",
+        }
         assert set(run.template_parameters) == set(DEFAULT_PARAMETERS)
 
     def test_default_parameters_for_a_stage_transition(self):
@@ -450,10 +496,18 @@ class TestReservedTags:
               - {name: all-tags, pipeline_id: 1, when: {event: [model_version_tag.set, MODEL_VERSION_TAG_SET]}}
               - {name: any-wine, pipeline_id: 2, when: {model: "wine-*"}}
         """)
-        mlflow_tag = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key=key,
-                           tag_value="validated", from_stage=None, to_stage=None)  # fmt: skip
-        databricks_tag = event(event="MODEL_VERSION_TAG_SET", kind=EventKind.TAG_SET, tag_key=key,
-                               from_stage=None, to_stage=None)  # fmt: skip
+        mlflow_tag = event(
+            source="mlflow",
+            event="model_version_tag.set",
+            kind=EventKind.TAG_SET,
+            tag_key=key,
+            tag_value="validated",
+            from_stage=None,
+            to_stage=None,
+        )
+        databricks_tag = event(
+            event="MODEL_VERSION_TAG_SET", kind=EventKind.TAG_SET, tag_key=key, from_stage=None, to_stage=None
+        )
         assert fired(document, mlflow_tag) == []
         assert fired(document, databricks_tag) == []
 
@@ -462,14 +516,22 @@ class TestReservedTags:
             rules:
               - {name: all-tags, pipeline_id: 1, when: {event: model_version_tag.set}}
         """)
-        deploy_tag = event(source="mlflow", event="model_version_tag.set", kind=EventKind.TAG_SET, tag_key="deploy",
-                           tag_value="true", from_stage=None, to_stage=None)  # fmt: skip
+        deploy_tag = event(
+            source="mlflow",
+            event="model_version_tag.set",
+            kind=EventKind.TAG_SET,
+            tag_key="deploy",
+            tag_value="true",
+            from_stage=None,
+            to_stage=None,
+        )
         assert fired(document, deploy_tag) == ["all-tags"]
 
     def test_shipped_rules_route_none_of_the_tags_the_deployment_writes(self):
         document = parse_rules(SHIPPED_RULES.read_text())
         for key in ("deployment.status", "deployment.pipeline_status", "validation.status"):
             for source, name in (("mlflow", "model_version_tag.set"), ("databricks", "MODEL_VERSION_TAG_SET")):
-                tag = event(source=source, event=name, kind=EventKind.TAG_SET, tag_key=key,
-                            from_stage=None, to_stage=None)  # fmt: skip
+                tag = event(
+                    source=source, event=name, kind=EventKind.TAG_SET, tag_key=key, from_stage=None, to_stage=None
+                )
                 assert fired(document, tag) == [], (source, key)

@@ -140,14 +140,16 @@ class TestRecordedMlflowDeliveries:
 
     def test_sign_mlflow_reproduces_the_recorded_signature(self, recorded_deliveries):
         for sample in recorded_deliveries.values():
-            expected = sign_mlflow(sample.body, delivery_id=sample.delivery_id, timestamp=sample.timestamp,
-                                   secret=sample.secret)  # fmt: skip
+            expected = sign_mlflow(
+                sample.body, delivery_id=sample.delivery_id, timestamp=sample.timestamp, secret=sample.secret
+            )
             assert expected == sample.headers["X-MLflow-Signature"]
 
     def test_mlflow_signed_headers_are_the_recorded_headers(self, recorded_deliveries):
         for sample in recorded_deliveries.values():
-            headers = mlflow_signed_headers(sample.body, delivery_id=sample.delivery_id,
-                                            timestamp=sample.timestamp, secret=sample.secret)  # fmt: skip
+            headers = mlflow_signed_headers(
+                sample.body, delivery_id=sample.delivery_id, timestamp=sample.timestamp, secret=sample.secret
+            )
             assert headers == sample.headers
 
 
@@ -241,5 +243,12 @@ class TestMlflowSignatureVector:
         message = b"d-1.1700000000." + body
         expected = "v1," + base64.b64encode(hmac.new(b"k", message, hashlib.sha256).digest()).decode()
         assert sign_mlflow(body, delivery_id="d-1", timestamp=1700000000, secret="k") == expected
-        verify_mlflow_signature(body, delivery_id="d-1", timestamp="1700000000", signature=expected, secrets=["k"],
-                                now=1700000001, max_age=60)  # fmt: skip
+        verify_mlflow_signature(
+            body,
+            delivery_id="d-1",
+            timestamp="1700000000",
+            signature=expected,
+            secrets=["k"],
+            now=1700000001,
+            max_age=60,
+        )
