@@ -10,6 +10,7 @@ and takes it over instead of waiting behind it. Derived here once, checked when 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def derive_budgets(*, deadline: float, visibility_timeout: float) -> TimeBudgets
         raise ConfigurationError(
             f"setting DEVOPS_DEADLINE_SECONDS={deadline:g} makes the ledger lease {lease:.1f} s, longer than the "
             f"retry queue's visibilityTimeout ({visibility_timeout:g} s in host.json): lower the deadline to at "
-            f"most {max(longest, 0):.0f} s or raise visibilityTimeout"
+            f"most {max(math.floor(longest), 0)} s or raise visibilityTimeout"
         )
     return budgets
 

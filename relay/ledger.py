@@ -51,8 +51,6 @@ class LedgerTiming:
             return now - entry.claimed_at >= self.lease
         return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
 
-    def lease_left(self, entry: LedgerEntry, now: float) -> float:
-        return max(0.0, entry.claimed_at + self.lease - now)
 
 
 def parking(entry: LedgerEntry) -> bool:

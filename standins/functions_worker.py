@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--max-visibility", type=int, help="cap the retry queue's visibility delays (seconds)")
     args = parser.parse_args()
     if args.max_visibility is not None:
-        # The fault suite's one compression of time (tests/faults/scenarios.py), in this process too.
+        # The fault suite's one compression of time (standins/timescale.py), in this process too.
         import relay.retry_queue
 
         relay.retry_queue.MAX_VISIBILITY_SECONDS = args.max_visibility

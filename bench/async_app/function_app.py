@@ -42,7 +42,7 @@ def _rules() -> RouteRules:
 def _client() -> httpx.AsyncClient:
     # Built on first use inside the worker's event loop, which lives as long as the process.
     verify = ssl.create_default_context(cafile=os.environ["DEVOPS_CA_BUNDLE"])
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)  # the relay's (relay/app.py)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)  # the relay's (relay/composition.py)
     return httpx.AsyncClient(verify=verify, limits=limits, headers={"User-Agent": "mlflow-devops-relay/0.1"})
 
 
