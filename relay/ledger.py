@@ -52,7 +52,6 @@ class LedgerTiming:
         return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
 
 
-
 def parking(entry: LedgerEntry) -> bool:
     """Recorded "poisoned", but its poison message may not have been written."""
     return entry.state is EntryState.POISONED and entry.detail.startswith(PARKING)
