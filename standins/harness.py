@@ -33,7 +33,7 @@ import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.functions.queue import QueueMessage as FunctionsQueueMessage
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
 from relay.composition import current_relay, reset_relay
@@ -164,7 +164,7 @@ class RelayHarness:
 
     def __init__(
         self,
-        azurite: Azurite,
+        azurite: Azurite | None,
         workdir: Path,
         *,
         scale: TimeScale | None = None,
@@ -182,7 +182,10 @@ class RelayHarness:
         self.scale = scale or TimeScale()
         self.table = "relay" + uuid.uuid4().hex[:20]
         self.standin = DevOpsStandIn(workdir / "devops", pat=DEVOPS_PAT)
-        self.storage = StorageFaultProxy(azurite, retry_window=self.scale.fixed_durations().storage_call + 1)
+        # Without Azurite (``azurite=None``): the relay runs with no storage, as in local development.
+        self.storage = (
+            StorageFaultProxy(azurite, retry_window=self.scale.fixed_durations().storage_call + 1) if azurite else None
+        )
         self.logs = LogCapture()
         self._host_options = {"instances": host_instances, "lose_result": lose_result, "seed": seed}
         self._run_host = run_host
@@ -210,15 +213,18 @@ class RelayHarness:
         stack = self._stack
         self.standin.start()
         stack.callback(self.standin.stop)
-        self.storage.start()
-        stack.callback(self.storage.stop)
+        storage = {}
+        if self.storage is not None:
+            self.storage.start()
+            stack.callback(self.storage.stop)
+            storage = {"AzureWebJobsStorage": self.storage.connection_string}
         self.clock = stack.enter_context(compressed_time(self.scale, self.workdir))
         stack.enter_context(
             _environment(
                 {
                     "DEVOPS_ORG_URL": self.standin.org_url,
                     "DEVOPS_CA_BUNDLE": str(self.standin.tls.ca_file),
-                    "AzureWebJobsStorage": self.storage.connection_string,
+                    **storage,
                     **self.settings,
                 }
             )
@@ -229,6 +235,8 @@ class RelayHarness:
         saved_level = relay_log.level
         relay_log.setLevel(logging.INFO)
         stack.callback(relay_log.setLevel, saved_level)
+        if self.azurite is None:
+            return self
         for name in (RETRY_QUEUE_NAME, f"{RETRY_QUEUE_NAME}-poison"):
             with suppress(ResourceNotFoundError):
                 self._azurite_queue(name).clear_messages()
@@ -316,6 +324,13 @@ class RelayHarness:
             server.server_close()
 
     # -- what storage holds ------------------------------------------------------------------
+    def retry_queue(self) -> QueueClient:
+        """The retry queue as the queue extension reads it (base64 decoded to text)."""
+        assert self.azurite is not None, "no storage configured"
+        return QueueClient.from_connection_string(
+            self.azurite.connection_string, RETRY_QUEUE_NAME, message_decode_policy=TextBase64DecodePolicy()
+        )
+
     def _azurite_queue(self, name: str) -> QueueClient:
         return QueueClient.from_connection_string(self.azurite.connection_string, name)
 

@@ -34,10 +34,12 @@ from standins.azurite import Azurite  # noqa: E402
 from standins.devops import Fault, no_faults  # noqa: E402
 from standins.functions_worker import WorkerProcess  # noqa: E402
 from standins.harness import RelayHarness, databricks_delivery, mlflow_delivery  # noqa: E402
+from standins.timescale import TimeScale  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK = "MLflowWebHookTransition"
 RETRY = "RetryPipelineRun"
+CATCH_UP = "CatchUpMissedEvents"
 
 
 def pinned(distribution: str) -> str:
@@ -55,7 +57,8 @@ def pinned(distribution: str) -> str:
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayHarness]:
     """The relay's settings (no storage) and the DevOps stand-in, in this process's environment."""
-    with RelayHarness(None, tmp_path_factory.mktemp("relay")) as harness:
+    # Real time (factor 1): the worker runs in a process of its own, with the relay's own durations.
+    with RelayHarness(None, tmp_path_factory.mktemp("relay"), scale=TimeScale(1.0)) as harness:
         yield harness
 
 
@@ -79,8 +82,12 @@ class TestPinnedRuntime:
 class TestIndexing:
     """What the runtime reports to the host, read from the raw binding JSON the host registers."""
 
-    def test_both_functions_are_indexed(self, worker: WorkerProcess) -> None:
-        assert sorted(worker.functions) == [WEBHOOK, RETRY]
+    def test_every_function_is_indexed(self, worker: WorkerProcess) -> None:
+        assert sorted(worker.functions) == sorted([WEBHOOK, RETRY, CATCH_UP])
+
+    def test_catch_up_is_a_timer_on_its_schedule_setting(self, worker: WorkerProcess) -> None:
+        trigger = worker.functions[CATCH_UP].trigger()
+        assert trigger["type"] == "timerTrigger" and trigger["schedule"] == "%CATCH_UP_SCHEDULE%"
 
     def test_webhook_is_an_anonymous_trigger_on_its_route_for_every_method(self, worker: WorkerProcess) -> None:
         function = worker.functions[WEBHOOK]
@@ -177,8 +184,8 @@ class TestRetryThroughTheRuntime:
 
     def test_queued_delivery_is_started_by_the_queue_function(self, azurite: Azurite, tmp_path: Path) -> None:
         with (
-            RelayHarness(azurite.connection_string, tmp_path, deadline=0.5) as relay,
-            WorkerProcess(REPO_ROOT, os.environ, max_visibility=relay.visibility_cap) as worker,
+            RelayHarness(azurite, tmp_path, deadline=0.5, run_host=False, scale=TimeScale(1.0)) as relay,
+            WorkerProcess(REPO_ROOT, os.environ) as worker,
         ):
             relay.set_faults(lambda _: Fault("status", 503))
             delivery = mlflow_delivery()
@@ -199,7 +206,7 @@ class TestRetryThroughTheRuntime:
 
 def received(relay: RelayHarness, *, want: int, timeout: float = 15.0) -> list[Any]:
     """Receive ``want`` retry messages as the queue extension does (base64 decoded to text)."""
-    queue, found, deadline = relay.queue(), [], time.monotonic() + timeout
+    queue, found, deadline = relay.retry_queue(), [], time.monotonic() + timeout
     while len(found) < want and time.monotonic() < deadline:
         found += list(queue.receive_messages(messages_per_page=32, visibility_timeout=60))
         time.sleep(0.1)
