@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,9 +208,9 @@ class Relay:
     log: DeliveryLogParts | None = None  # the delivery log, state marks and gate (issue 17)
     prefetch: Prefetch | None = None
 
-    @property
+    @cached_property
     def worker(self) -> RetryWorker | None:
-        """The retry worker, or ``None`` without storage (nowhere to record outcomes)."""
+        """The retry worker, built once (host.json read once), or ``None`` without storage."""
         if self.retry_queue is None:
             return None
         from relay.logged_retry_worker import LoggedRetryWorker  # the HTTP path never needs it

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import responses
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls
+from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
 
 DATABRICKS_HOST = "https://adb-1.azuredatabricks.net"
 STANDIN_TOKEN = "standin-databricks-token"  # a value the stand-in accepts; not a credential anywhere
@@ -130,17 +130,11 @@ class DatabricksStandIn:
         class Handler(_Handler):
             owner = standin
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
-        self._server = server
-        threading.Thread(target=server.serve_forever, name="databricks-standin", daemon=True).start()
+        self._server = serve_tls(Handler, self.tls, name="databricks-standin")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_server(self._server)
 
     @property
     def url(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls
+from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
 
 DATABRICKS_HOST = "https://adb-1.azuredatabricks.net"
 REGISTRY_EVENTS = frozenset(
@@ -85,17 +85,11 @@ class DatabricksAdminStandIn:
         class Handler(_Handler):
             owner = standin
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = self.tls.server_context().wrap_socket(server.socket, server_side=True)
-        self._server = server
-        threading.Thread(target=server.serve_forever, name="databricks-standin", daemon=True).start()
+        self._server = serve_tls(Handler, self.tls, name="databricks-standin")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_server(self._server)
 
     @property
     def host(self) -> str:

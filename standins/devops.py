@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, ThreadingTLSServer, make_loopback_tls
+from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
     {"model_name", "model_version", "event", "from_stage", "to_stage", "alias", "delivery_id"}
@@ -174,16 +174,11 @@ class DevOpsStandIn:
         class Handler(_Handler):
             owner = standin
 
-        server = ThreadingTLSServer(("127.0.0.1", 0), Handler, self.tls)
-        server.request_queue_size = 1024
-        self._server = server
-        threading.Thread(target=server.serve_forever, name="devops-standin", daemon=True).start()
+        self._server = serve_tls(Handler, self.tls, name="devops-standin")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_server(self._server)
 
     @property
     def port(self) -> int:

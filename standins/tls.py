@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import socket
+import socketserver
 import ssl
+import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -43,6 +45,7 @@ class ThreadingTLSServer(QuietServer):
     """
 
     daemon_threads = True
+    request_queue_size = 1024  # a deep accept backlog, as a real service has (bursts of 500 clients)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: LoopbackTLS) -> None:
         self.context = tls.server_context()
@@ -62,6 +65,20 @@ class ThreadingTLSServer(QuietServer):
         if isinstance(request, socket.socket) and request.fileno() == -1:  # handed over to the TLS socket
             return
         super().shutdown_request(request)
+
+
+def serve_tls(handler: type[BaseHTTPRequestHandler], tls: LoopbackTLS, *, name: str) -> ThreadingTLSServer:
+    """Serve ``handler`` over TLS on a free loopback port, on a daemon thread; ``stop_server`` ends it."""
+    server = ThreadingTLSServer(("127.0.0.1", 0), handler, tls)
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def stop_server(server: socketserver.BaseServer | None) -> None:
+    """Stop a server ``serve_tls`` started (nothing when it never started)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def _name(common_name: str) -> x509.Name:
