@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 from relay.answers import RunOutcome, outcomes_answer
 from relay.catch_up_events import catch_up_delivery_id, from_stage_rules, models_for, synthetic_event
+from relay.conflicts import conflict_rounds
 from relay.decisions import log_decision
 from relay.delivery_records import rule_record
 from relay.ports import DeliveryLedger, DeliveryLog, EntryState, LedgerEntry
@@ -38,7 +39,6 @@ from relay.service import RelayService
 from relay.state_marks import EPOCH_MODEL, MarkConflict, SelectorState, StateMark, StateMarks
 from webhook.errors import RelayError
 
-CONFLICT_TRIES = 4
 _FAILED_OUTCOMES = frozenset({"refused", "unavailable", "error", "in_progress"})
 
 
@@ -103,7 +103,11 @@ class CatchUp:
         self._clock = clock
 
     def run(self, reader: RegistryReader, *, dry_run: bool = False) -> CatchUpReport:
-        """Never raises for the registry or a run: failures are in the report (and logged ERROR)."""
+        """Never raises for the registry or a run: failures are in the report (and logged ERROR).
+
+        Raises:
+            ConfigurationError: the rules file is invalid (every delivery meets it too).
+        """
         report = CatchUpReport(reader.spec.id, dry_run)
         rules = self._service.rules()
         models = models_for(rules, reader.spec.kind)
@@ -154,7 +158,7 @@ class CatchUp:
         matched = [r.rule for r in self._service.route(probe)]
         if not matched:
             return set()
-        for _ in range(CONFLICT_TRIES):
+        for _ in conflict_rounds():
             current = self._marks.get(state.model, state.selector)
             plan = self._plan(state, matched, current, epoch, looked_at)
             if report.dry_run or not plan.moves:
@@ -275,7 +279,7 @@ class CatchUp:
 
     def _watch(self, registry: str, rules: set[str], looked_at: float) -> None:
         """Remember that catch-up watches ``rules`` from now on (their baselines are recorded)."""
-        for _ in range(CONFLICT_TRIES):
+        for _ in conflict_rounds():
             epoch = self._marks.get(EPOCH_MODEL, registry)
             new = {r: StateMark("", looked_at, "", "baseline", looked_at) for r in rules if r not in epoch.marks}
             if not new:
@@ -285,3 +289,4 @@ class CatchUp:
                 return
             except MarkConflict:
                 continue
+        raise RelayError(f"catch-up's marks for {registry!r} kept changing; it will look again next time")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from relay.conflicts import conflict_rounds
 from relay.delivery_log import RejectionCount
 from relay.delivery_records import DeliveryRecord, RuleRecord, hour_of, merge_delivery, merge_rule, stub_record
 from relay.ports import StorageUnavailable
@@ -283,13 +283,12 @@ class TableDeliveryLogStore:
         put_conditionally(self.client(), entity, read, what="delivery log")
 
     def _retry(self, write: Callable[[], None], what: str, *, tries: int = WRITE_TRIES) -> None:
-        for attempt in range(tries):
+        for _ in conflict_rounds(tries):
             try:
                 write()
                 return
             except Conflict:
-                # Writers that read the same ETag retry at once and collide again: spread them.
-                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311 (jitter, not a secret)
+                continue
         raise StorageUnavailable(f"delivery log: {what} kept changing under {tries} writes", retry_after=5)
 
 

@@ -27,6 +27,8 @@ from webhook.routing import PipelineRunRequest
 # event for another rule's sake, must not start it after all. An operator replays it (reopen).
 _HTTP_MAY_TAKE = frozenset({EntryState.RELEASED})
 _RETRY_MAY_TAKE = frozenset({EntryState.QUEUED, EntryState.RELEASED})
+# What an operator may reopen: the entries that ended without a run.
+REOPENABLE = frozenset({EntryState.REFUSED, EntryState.POISONED})
 # The detail of a poisoned entry whose poison message is not known to be out yet: once its
 # holder's lease is over, the retry worker may take it, only to send that message.
 PARKING = "parking: "
@@ -50,6 +52,12 @@ class LedgerTiming:
         if entry.state is EntryState.CLAIMED or (by_retry and parking(entry)):
             return now - entry.claimed_at >= self.lease
         return entry.state in (_RETRY_MAY_TAKE if by_retry else _HTTP_MAY_TAKE)
+
+
+def reopened_entry(entry: LedgerEntry, *, by: str, now: float) -> LedgerEntry:
+    """``entry`` released on ``by``'s word: a replay starts afresh."""
+    detail = entry.detail.removeprefix(PARKING)
+    return replace(entry, state=EntryState.RELEASED, updated_at=now, forced_by=by, detail=detail)
 
 
 def parking(entry: LedgerEntry) -> bool:
@@ -158,16 +166,12 @@ class InMemoryLedger:
             entry = recorded_entry(stored[0], state, self._clock(), run=run, detail=detail, attempts=attempts)
             return replace(claim, etag=self._write(entry), attempts=entry.attempts)
 
-    def reopen(self, key: str, *, by: str) -> LedgerEntry:
-        """Release a refused or poisoned entry on an operator's word. Raises ``KeyError``."""
+    def reopen(self, key: str, *, by: str) -> LedgerEntry | None:
+        """As ``DeliveryLedger.reopen``."""
         with self._lock:
             previous = self._entries[key][0]
-            entry = replace(
-                previous,
-                state=EntryState.RELEASED,
-                updated_at=self._clock(),
-                forced_by=by,
-                detail=previous.detail.removeprefix(PARKING),
-            )  # a replay starts afresh
+            if previous.state not in REOPENABLE:
+                return None
+            entry = reopened_entry(previous, by=by, now=self._clock())
             self._write(entry)
             return entry

@@ -206,7 +206,11 @@ class DeliveryLedger(Protocol):
         attempts: int | None = None,
     ) -> Claim: ...
 
-    def reopen(self, key: str, *, by: str) -> LedgerEntry: ...
+    def reopen(self, key: str, *, by: str) -> LedgerEntry | None:
+        """Release a refused or poisoned entry on an operator's word: the released entry, or
+        None, changing nothing, when the entry is neither (another attempt or operator moved
+        it first). Raises ``KeyError`` (no entry)."""
+        ...
 
 
 # -- the retry queue ------------------------------------------------------------------------

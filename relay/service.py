@@ -179,13 +179,21 @@ class RelayService:
 
         With ``event``, a stage or alias move passes the state gate first: a late delivery of a
         state catch-up already started is answered duplicate without a claim (relay.state_gate).
+        A rule whose dependency failed (storage, the PAT's secret) is answered ``unavailable``
+        beside the other rules' outcomes, so the answer and the delivery log never hide a run
+        another rule started; only when every rule failed so is that error raised as it is.
         """
         decided: list[RunOutcome] = []
         if event is not None and self.state_gate is not None:
             decided, requests = self.state_gate.screen(event, requests)
         if len(requests) <= 1:  # the common case: no thread hand-off on the hot path
-            return decided + [self._dispatch(r) for r in requests]
-        return decided + list(self._pool.map(self._dispatch, requests))
+            results = [self._dispatch_or_failure(r) for r in requests]
+        else:
+            results = list(self._pool.map(self._dispatch_or_failure, requests))
+        failures = [failure for _, failure in results if failure is not None]
+        if failures and len(failures) == len(results):
+            raise failures[0]
+        return decided + [outcome for outcome, _ in results]
 
     def rules(self) -> RouteRules:
         """Today's rules (replay and catch-up route with them, as a delivery would be)."""
@@ -205,6 +213,13 @@ class RelayService:
         if self.delivery_log is not None:
             self.delivery_log.delivered(event, outcomes, answer)
         return answer
+
+    def _dispatch_or_failure(self, request: PipelineRunRequest) -> tuple[RunOutcome, DependencyUnavailable | None]:
+        try:
+            return self._dispatch(request), None
+        except DependencyUnavailable as exc:  # nothing started for this rule; its key is free
+            log_decision("unavailable", request.correlation, level=logging.WARNING, detail=exc.detail)
+            return RunOutcome(request, "unavailable", detail=exc.detail, retry_after=exc.retry_after), exc
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:
         with self._slots:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from relay.answers import RunOutcome
+from relay.conflicts import conflict_rounds
 from relay.decisions import log_decision
 from relay.ports import DeliveryLedger, EntryState, StorageUnavailable
 from relay.state_marks import MarkConflict, SelectorState, StateMark, StateMarks, selector_of
 from webhook.events import RegistryEvent
 from webhook.routing import PipelineRunRequest
 
-CONFLICT_TRIES = 4
 _RUN_OWNED = frozenset({EntryState.STARTED, EntryState.QUEUED, EntryState.CLAIMED})
 
 
@@ -48,7 +48,7 @@ class StateMarkGate:
         selector = selector_of(event)
         if selector is None or not requests or event.version is None:
             return [], list(requests)
-        for _ in range(CONFLICT_TRIES):
+        for _ in conflict_rounds():
             state = self._marks.get(event.model_name, selector)
             decided, remaining, moves = self._decide(event, requests, state, origin)
             if not moves:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from relay.ledger import PARKING, LedgerTiming, claimed_entry
+from relay.ledger import REOPENABLE, LedgerTiming, claimed_entry, reopened_entry
 from relay.ports import Claim, ClaimLost, ClaimResult, EntryState, LedgerEntry, PipelineRun, StorageUnavailable
 from relay.storage_clients import storage_errors
 from webhook.routing import PipelineRunRequest
@@ -232,27 +232,28 @@ class TableLedger:
                 raise ClaimLost(f"delivery {claim.key!r} is held by another attempt now") from None
         return replace(claim, etag=_etag(metadata), attempts=claim.attempts if attempts is None else attempts)
 
-    def reopen(self, key: str, *, by: str) -> LedgerEntry:
-        """Release an entry on an operator's word. Raises ``KeyError``, ``StorageUnavailable``."""
+    def reopen(self, key: str, *, by: str) -> LedgerEntry | None:
+        """As ``DeliveryLedger.reopen``; the write is conditional on the ETag read, so a reopen
+        racing a retry or another operator changes nothing. Raises ``StorageUnavailable`` too."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
-        pk, rk = table_keys(key)
         with storage_errors("delivery ledger"):
             found = self._read(key)
             if found is None:
                 raise KeyError(key)
-            change = {
-                "PartitionKey": pk,
-                "RowKey": rk,
-                "state": EntryState.RELEASED.value,
-                "updated_at": self._clock(),
-                "forced_by": by,
-                "detail": found[0].detail.removeprefix(PARKING),
-            }  # a replay starts afresh
-            self._client().update_entity(change, mode=UpdateMode.MERGE)
-            found = self._read(key)
-        assert found is not None
-        return found[0]
+            previous, etag = found
+            if previous.state not in REOPENABLE:
+                return None
+            entry = reopened_entry(previous, by=by, now=self._clock())
+            try:
+                self._client().update_entity(
+                    to_entity(entry), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return None
+        return entry
 
 
 def _claim(entry: LedgerEntry, etag: str, *, fresh: bool) -> Claim:

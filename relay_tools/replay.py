@@ -1,7 +1,8 @@
 """``deliveries replay``: route a stored, verified event again under today's rules.
 
-Exactly once still holds: the replay goes through the relay's own dispatch under the
-delivery's own id, so a rule whose run started answers ``duplicate`` and starts nothing. A run
+Exactly once still holds: a rule whose run started answers ``duplicate`` and starts nothing,
+whether the delivery log's record says so (which may outlive the ledger's entry) or the
+relay's own dispatch, under the delivery's own id, finds the run in the ledger. A run
 Azure DevOps refused, or the retry queue gave up on, is reopened first (the ledger records who
 did it) and started now. ``--force`` starts new runs on purpose: under a derived delivery id
 ``<id>~replay-<n>`` (the next free ``n``), so two operators forcing at once still start one run
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 from relay.answers import RelayResponse, RunOutcome, ignored_answer, outcomes_answer
 from relay.composition import Relay
 from relay.delivery_log import DeliveryLogStore
-from relay.ports import EntryState
+from relay.delivery_records import DeliveryRecord
+from relay.ledger import REOPENABLE
+from relay.ports import PipelineRun
 from webhook.events import RegistryEvent
 from webhook.routing import PipelineRunRequest
 
 MAX_REPLAYS = 1000
-_REOPEN = frozenset({EntryState.REFUSED, EntryState.POISONED})
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ def replay_delivery(
         outcomes = relay.service.dispatch(requests)
         answer = outcomes_answer(event, outcomes)
     else:
+        outcomes, requests = _recorded_runs(record, requests)
         reopened = _reopen_failed(relay, requests, operator)
-        outcomes = relay.service.dispatch(requests, event=event)
+        outcomes += relay.service.dispatch(requests, event=event) if requests else []
         answer = outcomes_answer(event, outcomes)
     assert relay.log is not None
     relay.log.log.delivered(
@@ -83,13 +86,36 @@ def _requests(relay: Relay, event: RegistryEvent, rule: str | None) -> list[Pipe
     return chosen
 
 
+def _recorded_runs(
+    record: DeliveryRecord, requests: list[PipelineRunRequest]
+) -> tuple[list[RunOutcome], list[PipelineRunRequest]]:
+    """The rules whose run the delivery log records as started, answered duplicate from the
+    record, and the rest. The log may keep a delivery longer than the ledger
+    (``DELIVERY_LOG_RETENTION_DAYS`` > ``IDEMPOTENCY_RETENTION_DAYS``); past the ledger's
+    retention a claim would be fresh, and the run would start a second time."""
+    started = {r.rule: r for r in record.rules if r.run_id is not None and r.pipeline_id is not None}
+    outcomes, rest = [], []
+    for request in requests:
+        rule = started.get(request.rule)
+        if rule is None:
+            rest.append(request)
+            continue
+        assert rule.pipeline_id is not None
+        run = PipelineRun(rule.rule, rule.pipeline_id, rule.run_id, rule.url)
+        detail = f"the delivery log records run {rule.run_id} for this rule; --force starts a new one"
+        outcomes.append(RunOutcome(request, "duplicate", run=run, detail=detail))
+    return outcomes, rest
+
+
 def _reopen_failed(relay: Relay, requests: list[PipelineRunRequest], operator: str) -> list[str]:
     """Reopen refused and poisoned entries: their run never started, the operator wants it now."""
     reopened = []
     for request in requests:
         entry = relay.ledger.get(request.idempotency_key)
-        if entry is not None and entry.state in _REOPEN:
-            relay.ledger.reopen(request.idempotency_key, by=operator)
+        if entry is None or entry.state not in REOPENABLE:
+            continue
+        # None: a retry or another operator moved it first; dispatch answers what it is now.
+        if relay.ledger.reopen(request.idempotency_key, by=operator) is not None:
             reopened.append(request.rule)
     return reopened
 

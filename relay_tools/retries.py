@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.composition import azure_credential, build_ledger
+from relay.ledger import REOPENABLE
 from relay.names import RETRY_QUEUE_NAME
 from relay.ports import DeliveryLedger, EntryState, RetryTicket
 from relay.settings import Settings
@@ -175,8 +176,8 @@ def _redrive(
         return True, f"already started (run {run}); removed from the poison queue"
     if entry.state is EntryState.CLAIMED:
         return False, "an attempt holds it right now; left in the poison queue, try again shortly"
-    if entry.state in (EntryState.REFUSED, EntryState.POISONED):
-        ledger.reopen(message.key, by=operator)
+    if entry.state in REOPENABLE and ledger.reopen(message.key, by=operator) is None:
+        return False, "its ledger entry changed meanwhile (a retry or another operator); left in the poison queue"
     ticket = RetryTicket(
         key=message.key,
         delivery_id=entry.request.delivery_id,

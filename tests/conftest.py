@@ -8,6 +8,7 @@ environment, the process-wide relay or a clock is function-scoped.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,6 +52,23 @@ rules:
       event: model_version_alias.created
       alias: champion
 """
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo what a test's in-process CLI or job does to logging (``basicConfig(force=True)``,
+    per-logger levels): its handler writes to that test's captured stderr, which pytest closes,
+    so a later test's log lines (from a harness thread, say) would meet a closed file."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = logging.Logger.manager.loggerDict
+    levels = {name: lg.level for name, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lg in loggers.items():
+        if isinstance(lg, logging.Logger):
+            lg.setLevel(levels.get(name, logging.NOTSET))
 
 
 @dataclass(frozen=True)

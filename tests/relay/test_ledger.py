@@ -66,6 +66,11 @@ class TestClaims:
         result = ledger.claim(request())
         assert result.won and not result.claim.fresh and result.entry.forced_by == "alice"
 
+    def test_only_refused_or_poisoned_entries_are_reopened(self, ledger):
+        ledger.record(ledger.claim(request()).claim, EntryState.STARTED, run=RUN)
+        assert ledger.reopen("d-1:production", by="alice") is None
+        assert ledger.get("d-1:production").state is EntryState.STARTED
+
     def test_released_entry_may_be_claimed_again_but_not_fresh(self, ledger):
         ledger.record(ledger.claim(request()).claim, EntryState.RELEASED, detail="HTTP 503")
         result = ledger.claim(request())

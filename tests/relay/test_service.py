@@ -172,6 +172,29 @@ class TestOutcomes:
         assert again.status == 200 and "deploy" in [r.rule for r in starter.started]
         assert [rule for rule, _ in starter.lookups] == ["deploy"]  # a released claim looks first
 
+    def test_one_rule_whose_claim_fails_answers_503_with_the_run_the_other_started(self, make_service, deliveries):
+        class OneRuleDown(InMemoryLedger):
+            def claim(self, request):
+                if request.rule == "notify":
+                    raise StorageUnavailable("table unreachable", retry_after=7)
+                return super().claim(request)
+
+        starter = FakeStarter()
+        service = make_service(starter=starter, ledger=OneRuleDown(LedgerTiming(50)))
+        body = deliveries.databricks_body()
+        answer = post(service, deliveries, body)
+        assert (answer.status, answer.body["status"], answer.headers["Retry-After"]) == (503, "unavailable", "7")
+        assert [r["rule"] for r in answer.body["runs"]] == ["deploy"] and answer.body["pending"] == ["notify"]
+        assert [r.rule for r in starter.started] == ["deploy"]
+
+    def test_every_rule_failing_alike_answers_that_error(self, make_service, deliveries):
+        class Down(InMemoryLedger):
+            def claim(self, request):
+                raise StorageUnavailable("table unreachable", retry_after=7)
+
+        answer = post(make_service(ledger=Down(LedgerTiming(50))), deliveries)
+        assert (answer.status, answer.body["error"], answer.headers["Retry-After"]) == (503, "StorageUnavailable", "7")
+
     def test_claim_held_by_another_attempt_answers_503_in_progress(self, make_service, deliveries):
         ledger = InMemoryLedger(LedgerTiming(lease=50))
         body = deliveries.databricks_body()

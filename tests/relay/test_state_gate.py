@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -116,3 +119,27 @@ def test_marks_that_keep_changing_answer_503(marks, ledger):
 
     with pytest.raises(StorageUnavailable, match="keep changing"):
         StateMarkGate(Contended(), ledger).screen(event("7", "d-1", T), [request("d-1")])
+
+
+def test_a_burst_on_one_alias_is_carried_without_a_503(ledger):
+    class SlowMarks(InMemoryStateMarks):
+        """A storage round trip between read and write, so the writers of the burst collide.
+
+        Each of the burst's writers loses at most once to each other one, so eight rounds carry
+        a burst of eight events that all move the mark (same time, different versions)."""
+
+        def get(self, model, selector):
+            state = super().get(model, selector)
+            time.sleep(0.005)
+            return state
+
+    marks, burst = SlowMarks(), 8
+    gate, start = StateMarkGate(marks, ledger), threading.Barrier(burst)
+
+    def promote(n: int):
+        start.wait()
+        return gate.screen(event(str(n), f"d-{n}", T), [request(f"d-{n}", str(n))])  # one second: all move
+
+    with ThreadPoolExecutor(burst) as pool:
+        results = list(pool.map(promote, range(burst)))
+    assert all(remaining for _, remaining in results)

@@ -7,6 +7,7 @@ environment an operator would have, exactly once unless ``--force`` says otherwi
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +28,25 @@ REFUSED = Fault("status", 400)
 
 
 @pytest.fixture
-def relay(harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> RelayHarness:
-    """The relay on Azurite, and an operator ``alice`` with no Azure CLI on the PATH."""
+def operator(
+    harness: Callable[..., RelayHarness], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[..., RelayHarness]:
+    """Opens the relay on Azurite (with extra settings), for an operator ``alice`` with no Azure
+    CLI on the PATH."""
     monkeypatch.setenv("PATH", str(tmp_path / "no-az"))
     monkeypatch.setenv("USER", "alice")
     monkeypatch.delenv("RELAY_OPERATOR", raising=False)
-    return harness(settings={"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16]}, deadline=0.5, run_host=False)
+
+    def open_relay(**settings: str) -> RelayHarness:
+        settings = {"DELIVERY_LOG_TABLE": "log" + uuid.uuid4().hex[:16], **settings}
+        return harness(settings=settings, deadline=0.5, run_host=False)
+
+    return open_relay
+
+
+@pytest.fixture
+def relay(operator: Callable[..., RelayHarness]) -> RelayHarness:
+    return operator()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
@@ -117,6 +131,19 @@ class TestReplay:
         assert (code, answer["status"]) == (0, "duplicate")
         assert runs_for(relay, delivery.delivery_id) == [13, 14]
         assert len(relay.standin.api_requests) == 2, "a replay of started runs must not call Azure DevOps"
+
+    def test_replay_past_the_ledgers_retention_still_starts_nothing(
+        self, operator: Callable[..., RelayHarness], capsys: Any
+    ) -> None:
+        # The ledger forgets after 1.7 s; the delivery log keeps the record a week.
+        forgetful = operator(IDEMPOTENCY_RETENTION_DAYS="0.00002", DELIVERY_LOG_RETENTION_DAYS="7")
+        delivery = mlflow_delivery(version=1)
+        forgetful.post(delivery)
+        flushed()
+        time.sleep(2)
+        code, [answer] = run(capsys, "deliveries", "replay", delivery.delivery_id, "--json")
+        assert (code, answer["status"]) == (0, "duplicate")
+        assert runs_for(forgetful, delivery.delivery_id) == [13, 14]
 
     def test_force_starts_a_new_run_under_a_derived_id_recorded_as_forced(
         self, relay: RelayHarness, capsys: Any

@@ -183,6 +183,29 @@ class TestFencing:
         loser = next(r for r in results if not r.won)
         assert loser.entry.state is EntryState.CLAIMED and loser.entry.claimed_at == clock.now
 
+    def test_two_operators_reopening_at_once_have_one_winner(
+        self, service: TableServiceClient, table_name: str, clock: Clock
+    ) -> None:
+        first = TableLedger(service, table_name, TIMING, clock=clock)
+        claim = first.claim(request()).claim
+        assert claim is not None
+        first.record(claim, EntryState.REFUSED, detail="HTTP 400")
+        both_read = threading.Barrier(2, timeout=20)
+        operators = [
+            TableLedger(_ReadBarrierService(service, both_read), table_name, TIMING, clock=clock) for _ in range(2)
+        ]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda ledger: ledger.reopen("d-1:deploy", by="alice"), operators))
+        assert sorted(r is None for r in results) == [False, True]
+
+    def test_a_started_entry_is_not_reopened(self, ledger: TableLedger) -> None:
+        claim = ledger.claim(request()).claim
+        assert claim is not None
+        ledger.record(claim, EntryState.STARTED, run=RUN)
+        assert ledger.reopen("d-1:deploy", by="alice") is None
+        entry = ledger.get("d-1:deploy")
+        assert entry is not None and entry.state is EntryState.STARTED and entry.forced_by == ""
+
     def test_many_concurrent_claimers_of_a_new_key_have_one_winner(
         self, service: TableServiceClient, table_name: str
     ) -> None:
