@@ -34,7 +34,8 @@ from bench.common import (
 from relay.composition import load_rules_file
 from standins.devops import DevOpsStandIn
 from webhook.delivery import Delivery
-from webhook.routing import RouteRules, route_event
+from webhook.routing import route_event
+from webhook.rules import RouteRules
 
 BATCH = 50
 WARMUP = 100

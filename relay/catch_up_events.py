@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from relay.registries import ModelFilter, ObservedState
 from relay.state_marks import StateMark
 from webhook.events import EventKind, RegistryEvent
-from webhook.routing import RouteRule, RouteRules
+from webhook.rules import RouteRule, RouteRules
 
 ALIAS_EVENT = "model_version_alias.created"
 _STAGE_EVENTS = {

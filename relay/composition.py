@@ -32,7 +32,7 @@ from relay.secrets import EnvironmentSecretSource, RelaySecrets
 from relay.service import DeliveryVerifier, RelayService
 from relay.settings import SecretSettings, Settings, load_settings, reset_settings, secret_settings_from_env
 from webhook.errors import ConfigurationError
-from webhook.routing import RouteRules, parse_rules
+from webhook.rules import RouteRules, parse_rules
 
 if TYPE_CHECKING:
     from relay.retry_queue import StorageRetryQueue

@@ -43,7 +43,8 @@ from relay.secrets import RelaySecrets
 from webhook.delivery import Delivery
 from webhook.errors import AuthenticationFailed, RelayError, StaleEvent
 from webhook.events import RegistryEvent
-from webhook.routing import PipelineRunRequest, RouteRules, route_event
+from webhook.routing import PipelineRunRequest, route_event
+from webhook.rules import RouteRules
 
 
 def answer_request(

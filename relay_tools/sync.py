@@ -28,7 +28,7 @@ from relay_tools.sync_plan import Change, carry_out
 from relay_tools.sync_rules import databricks_webhooks, mlflow_events, uc_triggers
 from relay_tools.sync_webhooks import plan_webhooks
 from webhook.errors import ConfigurationError
-from webhook.routing import RouteRules, parse_rules
+from webhook.rules import RouteRules, parse_rules
 
 PLATFORMS = ("mlflow", "databricks", "unity-catalog")
 REPO_ROOT = Path(__file__).resolve().parent.parent

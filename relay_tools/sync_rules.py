@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from webhook.errors import ConfigurationError
 from webhook.events import DATABRICKS_EVENTS, MLFLOW_EVENTS, EventKind
-from webhook.routing import RouteRule, RouteRules
+from webhook.rules import RouteRule, RouteRules
 
 MAX_TRIGGER_ALIASES = 10  # Databricks: at most 10 aliases per model update trigger
 GENERIC_TRANSITION = "MODEL_VERSION_TRANSITIONED_STAGE"
@@ -86,7 +86,7 @@ def mlflow_events(rules: RouteRules, *, workspace: str | None) -> tuple[tuple[st
     """The MLflow 3 webhook events the rules can match in ``workspace`` (None: no workspaces).
 
     Tag events are safe to register: routing never matches the job's own ``deployment.*`` and
-    ``validation.*`` tags, and refuses a rule that names them (``webhook.routing``).
+    ``validation.*`` tags, and refuses a rule that names them (``webhook.rules``).
     """
     notes: list[str] = []
     wanted: set[str] = set()

@@ -28,7 +28,8 @@ from devops.client import API_VERSION, run_request_body, runs_endpoint
 from relay.composition import load_rules_file
 from webhook.delivery import Delivery
 from webhook.errors import RelayError
-from webhook.routing import RouteRules, route_event
+from webhook.routing import route_event
+from webhook.rules import RouteRules
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from relay.secrets import RelaySecrets
     from relay.settings import Settings
     from relay_tools.doctor_checks.devops import DevOpsSession
-    from webhook.routing import RouteRules
+    from webhook.rules import RouteRules
 
 DEPLOY_GUIDE = "docs/deploy.md"
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from devops.auth import DevOpsAuth
     from devops.client import AzureDevOpsClient
     from relay.settings import Settings
-    from webhook.routing import PipelineRunRequest, RouteRule
+    from webhook.routing import PipelineRunRequest
+    from webhook.rules import RouteRule
 
 API_VERSION = "7.1"
 TIMEOUT_SECONDS = 15.0
@@ -206,7 +207,8 @@ def _preview_remedy(detail: str, rule: RouteRule) -> str:
 
 def sample_request(rule: RouteRule, default_project: str) -> PipelineRunRequest:
     """The run ``rule`` would ask for, filled from its own conditions where it has them."""
-    from webhook.routing import DEFAULT_PARAMETERS, PLACEHOLDERS, PipelineRunRequest
+    from webhook.routing import DEFAULT_PARAMETERS, PipelineRunRequest
+    from webhook.rules import PLACEHOLDERS
 
     when = rule.when
 

@@ -9,7 +9,7 @@ import pytest
 from databricks_job.job import _run_tags
 from databricks_job.params import parse_job_args
 from pipelines.finish_deployment import Deployment, Outcome, result_tags
-from webhook.routing import is_reserved_tag
+from webhook.rules import is_reserved_tag
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 

@@ -21,7 +21,7 @@ from relay.ledger import InMemoryLedger, LedgerTiming
 from relay.secrets import EnvironmentSecretSource, RelaySecrets
 from relay.service import RelayService
 from webhook.delivery import MAX_BODY_BYTES
-from webhook.routing import parse_rules
+from webhook.rules import parse_rules
 from webhook.signatures import sign_databricks, sign_mlflow
 
 SECRET = "whsec-properties-5e1f0a9b7c3d2e48"

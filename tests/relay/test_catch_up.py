@@ -24,7 +24,7 @@ from relay.service import RelayService
 from relay.state_gate import StateMarkGate
 from relay.state_marks import InMemoryStateMarks, StateMark
 from webhook.events import EventKind, RegistryEvent
-from webhook.routing import parse_rules
+from webhook.rules import parse_rules
 
 RULES = parse_rules("""
 rules:

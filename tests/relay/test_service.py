@@ -21,7 +21,7 @@ from relay.secrets import RelaySecrets
 from relay.service import RelayService, answer_request
 from webhook.delivery import MAX_BODY_BYTES
 from webhook.errors import ConfigurationError
-from webhook.routing import parse_rules
+from webhook.rules import parse_rules
 
 RULES = parse_rules("""
 rules:

@@ -9,7 +9,7 @@ import pytest
 
 from relay_tools.sync_rules import TriggerSpec, databricks_webhooks, mlflow_events, uc_triggers
 from webhook.errors import ConfigurationError
-from webhook.routing import RouteRules, parse_rules
+from webhook.rules import RouteRules, parse_rules
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "routes.yaml"
 
