@@ -33,7 +33,8 @@ from relay.catch_up_events import catch_up_delivery_id, from_stage_rules, models
 from relay.conflicts import conflict_rounds
 from relay.decisions import log_decision
 from relay.delivery_records import rule_record
-from relay.ports import DeliveryLedger, DeliveryLog, EntryState, LedgerEntry
+from relay.ports import DeliveryLedger, EntryState, LedgerEntry
+from relay.record_ports import DeliveryLog
 from relay.registries import ObservedState, RegistryReader, RegistryUnavailable
 from relay.service import RelayService
 from relay.state_marks import EPOCH_MODEL, MarkConflict, SelectorState, StateMark, StateMarks

@@ -15,7 +15,8 @@ from typing import Any
 
 from relay.decisions import log_decision
 from relay.delivery_records import rule_record_from_entry
-from relay.ports import DeliveryLog, RetryTicket
+from relay.ports import RetryTicket
+from relay.record_ports import DeliveryLog
 from relay.retry_worker import RetryWorker
 
 # Decisions after which the entry has not moved (another attempt holds it) or cannot be read.

@@ -2,27 +2,23 @@
 
 Adapters implement these protocols (``devops.client`` the starter, ``relay.table_ledger`` and
 ``relay.ledger`` the ledger, ``relay.retry_queue`` the queues, ``relay.keyvault`` and
-``relay.secrets`` the secret sources); the service and the retry worker import nothing else of
-them. The errors an adapter may raise are defined here too (see the tree in ``webhook.errors``).
+``relay.secrets`` the secret sources; the delivery log's and the state gate's are in
+``relay.record_ports``); the service and the retry worker import nothing else of them. The
+errors an adapter may raise are defined here too (see the tree in ``webhook.errors``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from webhook.errors import RelayError
 from webhook.routing import PipelineRunRequest
-
-if TYPE_CHECKING:
-    from relay.answers import RelayResponse, RunOutcome
-    from relay.delivery_records import RuleRecord
-    from webhook.events import RegistryEvent
 
 # -- errors ------------------------------------------------------------------------------
 
@@ -289,49 +285,3 @@ class SecretSource(Protocol):
     description: str
 
     def get(self, name: str) -> str | None: ...
-
-
-# -- the delivery log and the state gate (relay.delivery_log, relay.state_gate) ---------------
-
-
-class DeliveryLog(Protocol):
-    """Every verified delivery, what was decided, and what came of each rule's run.
-
-    Best effort by contract: no method raises or waits for storage. A log outage is logged
-    and counted, never an outage of the relay.
-    """
-
-    def delivered(
-        self,
-        event: RegistryEvent,
-        outcomes: Sequence[RunOutcome],
-        answer: RelayResponse,
-        *,
-        origin: str = "webhook",
-        forced_by: str = "",
-        replay_of: str = "",
-    ) -> None: ...
-
-    def rule_changed(self, delivery_id: str, rule: RuleRecord, *, model: str = "", version: str | None = None) -> None:
-        """A rule's outcome moved on after the answer (the retry queue, an operator, catch-up)."""
-        ...
-
-    def rejected(self, reason: str) -> None:
-        """Count one rejected request (never stored one by one)."""
-        ...
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until what was handed over is written; False when ``timeout`` ran out."""
-        ...
-
-
-class StateGate(Protocol):
-    """Screens a stage or alias event against the state catch-up already started.
-
-    Returns the outcomes decided without a run (a late delivery of a state catch-up handled)
-    and the requests to dispatch. Raises ``StorageUnavailable``.
-    """
-
-    def screen(
-        self, event: RegistryEvent, requests: Sequence[PipelineRunRequest]
-    ) -> tuple[list[RunOutcome], list[PipelineRunRequest]]: ...

@@ -29,15 +29,14 @@ from relay.ports import (
     Claim,
     Deadline,
     DeliveryLedger,
-    DeliveryLog,
     DependencyUnavailable,
     EntryState,
     LedgerEntry,
     PipelineStarter,
     RetryQueue,
     RetryTicket,
-    StateGate,
 )
+from relay.record_ports import DeliveryLog, StateGate
 from relay.run_attempt import attempt_run, record
 from relay.secrets import RelaySecrets
 from webhook.delivery import Delivery
