@@ -137,7 +137,11 @@ class CatchUp:
                     detail=f"{state.selector}: {exc.detail}",
                 )
         if not dry_run and seen - set(epoch.marks):
-            self._watch(reader.spec.id, seen, looked_at)
+            try:
+                self._watch(reader.spec.id, seen, looked_at)
+            except RelayError as exc:  # the baselines are recorded next time; the runs above stand
+                report.error = exc.detail
+                log_decision("catch_up_failed", level=logging.ERROR, detail=f"{reader.spec.id}: {exc.detail}")
         return report
 
     def _catch_up(

@@ -169,9 +169,10 @@ class InMemoryLedger:
     def reopen(self, key: str, *, by: str) -> LedgerEntry | None:
         """As ``DeliveryLedger.reopen``."""
         with self._lock:
-            previous = self._entries[key][0]
-            if previous.state not in REOPENABLE:
+            stored = self._entries.get(key)
+            if stored is None or stored[0].state not in REOPENABLE:
                 return None
+            previous = stored[0]
             entry = reopened_entry(previous, by=by, now=self._clock())
             self._write(entry)
             return entry

@@ -205,7 +205,7 @@ class DeliveryLedger(Protocol):
     def reopen(self, key: str, *, by: str) -> LedgerEntry | None:
         """Release a refused or poisoned entry on an operator's word: the released entry, or
         None, changing nothing, when the entry is neither (another attempt or operator moved
-        it first). Raises ``KeyError`` (no entry)."""
+        it first) or is gone."""
         ...
 
 

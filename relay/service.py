@@ -154,7 +154,7 @@ class RelayService:
         """Parse, route and start runs for a verified delivery.
 
         Raises:
-            RelayError: the request is refused, or a dependency failed before any run.
+            RelayError: the request is refused, or a dependency failed for every rule.
         """
         event = delivery.parse(now=self._clock(), max_age=self._max_age)
         ids = {**event_summary(event), "source": event.source}
@@ -179,9 +179,10 @@ class RelayService:
 
         With ``event``, a stage or alias move passes the state gate first: a late delivery of a
         state catch-up already started is answered duplicate without a claim (relay.state_gate).
-        A rule whose dependency failed (storage, the PAT's secret) is answered ``unavailable``
-        beside the other rules' outcomes, so the answer and the delivery log never hide a run
-        another rule started; only when every rule failed so is that error raised as it is.
+        A rule whose dependency failed (its ledger claim, say) is answered ``unavailable`` beside
+        the other rules' outcomes, so the answer and the delivery log never hide a run another
+        rule started or the gate decided; only when every rule failed so, and the gate decided
+        none, is that error raised as it is.
         """
         decided: list[RunOutcome] = []
         if event is not None and self.state_gate is not None:
@@ -191,8 +192,11 @@ class RelayService:
         else:
             results = list(self._pool.map(self._dispatch_or_failure, requests))
         failures = [failure for _, failure in results if failure is not None]
-        if failures and len(failures) == len(results):
-            raise failures[0]
+        if failures and len(failures) == len(results) and not decided:
+            raise failures[0]  # the error's own answer, logged once by answered()
+        for outcome, failure in results:
+            if failure is not None:
+                log_decision("unavailable", outcome.request.correlation, level=logging.WARNING, detail=failure.detail)
         return decided + [outcome for outcome, _ in results]
 
     def rules(self) -> RouteRules:
@@ -217,8 +221,9 @@ class RelayService:
     def _dispatch_or_failure(self, request: PipelineRunRequest) -> tuple[RunOutcome, DependencyUnavailable | None]:
         try:
             return self._dispatch(request), None
-        except DependencyUnavailable as exc:  # nothing started for this rule; its key is free
-            log_decision("unavailable", request.correlation, level=logging.WARNING, detail=exc.detail)
+        except DependencyUnavailable as exc:
+            # Nothing started for this rule. Its key is free, or, if a claim's answer was lost,
+            # held until the lease ends; the sender's retry then takes it over, looking first.
             return RunOutcome(request, "unavailable", detail=exc.detail, retry_after=exc.retry_after), exc
 
     def _dispatch(self, request: PipelineRunRequest) -> RunOutcome:

@@ -242,7 +242,7 @@ class TableLedger:
         with storage_errors("delivery ledger"):
             found = self._read(key)
             if found is None:
-                raise KeyError(key)
+                return None
             previous, etag = found
             if previous.state not in REOPENABLE:
                 return None

@@ -46,7 +46,7 @@ def replay_delivery(
 
     Raises:
         ValueError: no such delivery, no stored event, or ``rule`` matches nothing today.
-        RelayError: a dependency failed before any run (storage, secrets).
+        RelayError: a dependency failed for every rule left to start (storage, secrets).
     """
     record = store.get(delivery_id)
     if record is None:

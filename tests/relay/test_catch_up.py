@@ -22,7 +22,7 @@ from relay.registry_specs import RegistrySpec
 from relay.secrets import RelaySecrets
 from relay.service import RelayService
 from relay.state_gate import StateMarkGate
-from relay.state_marks import InMemoryStateMarks, StateMark
+from relay.state_marks import EPOCH_MODEL, InMemoryStateMarks, MarkConflict, StateMark
 from webhook.events import EventKind, RegistryEvent
 from webhook.rules import parse_rules
 
@@ -202,6 +202,20 @@ class TestCatchUp:
 
         report = world.catch_up.run(Down())
         assert report.failed and "unreachable" in report.error
+        assert any("decision=catch_up_failed" in r.getMessage() for r in caplog.records)
+
+    def test_epoch_marks_that_keep_changing_are_a_failed_report_not_an_exception(self, world, caplog):
+        class EpochContended(InMemoryStateMarks):
+            def put(self, state):
+                if state.model == EPOCH_MODEL:
+                    raise MarkConflict("changed")
+                return super().put(state)
+
+        world.catch_up = CatchUp(
+            service=world.service, ledger=world.ledger, marks=EpochContended(), log=world.log, ledger_retention=86400
+        )
+        report = world.catch_up.run(Registry(champion="3"))
+        assert report.failed and "kept changing" in report.error
         assert any("decision=catch_up_failed" in r.getMessage() for r in caplog.records)
 
 

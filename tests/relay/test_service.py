@@ -195,6 +195,22 @@ class TestOutcomes:
         answer = post(make_service(ledger=Down(LedgerTiming(50))), deliveries)
         assert (answer.status, answer.body["error"], answer.headers["Retry-After"]) == (503, "StorageUnavailable", "7")
 
+    def test_what_the_state_gate_decided_is_kept_when_every_other_rule_fails(self, make_service):
+        from relay.answers import RunOutcome
+
+        class Down(InMemoryLedger):
+            def claim(self, request):
+                raise StorageUnavailable("table unreachable", retry_after=7)
+
+        class Gate:
+            def screen(self, event, requests):
+                return [RunOutcome(requests[0], "duplicate", run=PipelineRun("deploy", 13, 5, None))], requests[1:]
+
+        service = make_service(ledger=Down(LedgerTiming(50)))
+        service.state_gate = Gate()
+        outcomes = service.dispatch([_request("d-1", "deploy"), _request("d-1", "notify")], event=object())
+        assert [(o.request.rule, o.status) for o in outcomes] == [("deploy", "duplicate"), ("notify", "unavailable")]
+
     def test_claim_held_by_another_attempt_answers_503_in_progress(self, make_service, deliveries):
         ledger = InMemoryLedger(LedgerTiming(lease=50))
         body = deliveries.databricks_body()
