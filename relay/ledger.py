@@ -172,7 +172,6 @@ class InMemoryLedger:
             stored = self._entries.get(key)
             if stored is None or stored[0].state not in REOPENABLE:
                 return None
-            previous = stored[0]
-            entry = reopened_entry(previous, by=by, now=self._clock())
+            entry = reopened_entry(stored[0], by=by, now=self._clock())
             self._write(entry)
             return entry

@@ -65,7 +65,7 @@ def replay_delivery(
     else:
         outcomes, requests = _recorded_runs(record, requests)
         reopened = _reopen_failed(relay, requests, operator)
-        outcomes += relay.service.dispatch(requests, event=event) if requests else []
+        outcomes += relay.service.dispatch(requests, event=event)
         answer = outcomes_answer(event, outcomes)
     assert relay.log is not None
     relay.log.log.delivered(
@@ -93,15 +93,14 @@ def _recorded_runs(
     record, and the rest. The log may keep a delivery longer than the ledger
     (``DELIVERY_LOG_RETENTION_DAYS`` > ``IDEMPOTENCY_RETENTION_DAYS``); past the ledger's
     retention a claim would be fresh, and the run would start a second time."""
-    started = {r.rule: r for r in record.rules if r.run_id is not None and r.pipeline_id is not None}
+    started = {r.rule: r for r in record.rules if r.run_id is not None}
     outcomes, rest = [], []
     for request in requests:
         rule = started.get(request.rule)
         if rule is None:
             rest.append(request)
             continue
-        assert rule.pipeline_id is not None
-        run = PipelineRun(rule.rule, rule.pipeline_id, rule.run_id, rule.url)
+        run = PipelineRun(rule.rule, rule.pipeline_id or request.pipeline_id, rule.run_id, rule.url)
         detail = f"the delivery log records run {rule.run_id} for this rule; --force starts a new one"
         outcomes.append(RunOutcome(request, "duplicate", run=run, detail=detail))
     return outcomes, rest
