@@ -228,7 +228,12 @@ class TestAmbiguousDevOpsFailures:
         figures = concurrent_copies(relay, copies=10)
         exactly_once(figures, ONE_RUN_EACH)
         assert posts_per_pipeline(relay) == {13: 1, 14: 1}
-        assert set(figures.answers) <= {"200 triggered", "200 duplicate", "503 in_progress"}
+        assert set(figures.answers) <= {"200 triggered", "200 duplicate", "503 in_progress", "503 unavailable"}
+        # On the compressed clock a storage read may wait 0.4 s: ten copies on a loaded 2-core
+        # machine can run one past it. That copy is answered 503 and re-sent (no sender gave up,
+        # checked above); any other cause of "unavailable" is a failure.
+        unavailable = messages(relay, "unavailable")
+        assert all("TimeoutError" in m for m in unavailable), unavailable
 
 
 class TestRefusal:
