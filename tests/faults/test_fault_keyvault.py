@@ -84,7 +84,14 @@ def test_failed_read_is_remembered_and_answered_at_once(vault_relay: tuple[Relay
 
 def test_vault_back_serves_the_secret_and_the_run_starts(vault_relay: tuple[RelayHarness, KeyVaultStandIn]) -> None:
     relay, vault = vault_relay
-    answers = concurrently(relay, CONCURRENT)
+    deliveries = [mlflow_delivery(version=n) for n in range(CONCURRENT)]
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        sent = list(pool.map(relay.send, deliveries))  # re-sent on 503, as MLflow does
+    answers = [chain[-1] for chain in sent]
     assert {a.status for a in answers} == {200}, [(a.status, round(a.seconds, 2), a.body) for a in answers]
+    # A storage read may pass the compressed 0.4 s timeout on a loaded machine, and that copy is
+    # re-sent; the vault must never be the cause of a retry once it is back.
+    retried = [a.body for chain in sent for a in chain[:-1]]
+    assert all("Timeout" in str(b.get("detail")) and b.get("error") != "SecretsUnavailable" for b in retried), retried
     assert vault.reads["mlflow-webhook-secret"] == 1 and vault.reads["devops-pat"] == 1
     assert len(relay.standin.runs) == 2 * CONCURRENT
