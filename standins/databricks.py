@@ -25,7 +25,6 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import responses
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
+from standins.tls import TLSStandIn
 
 DATABRICKS_HOST = "https://adb-1.azuredatabricks.net"
 STANDIN_TOKEN = "standin-databricks-token"  # a value the stand-in accepts; not a credential anywhere
@@ -102,7 +101,7 @@ class StandInRun:
 
 
 @dataclass
-class DatabricksStandIn:
+class DatabricksStandIn(TLSStandIn):
     """Start with ``start()``; ``url`` is the workspace host, ``tls.ca_file`` what a client trusts."""
 
     workdir: Path
@@ -117,29 +116,20 @@ class DatabricksStandIn:
     tables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
 
+    thread_name = "databricks-standin"
+
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self._ids = itertools.count(1000)
         self.statements: dict[str, dict[str, Any]] = {}
-        self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
-        self._server: ThreadingHTTPServer | None = None
+        self._init_tls(self.workdir)
 
-    def start(self) -> DatabricksStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            owner = standin
-
-        self._server = serve_tls(Handler, self.tls, name="databricks-standin")
-        return self
-
-    def stop(self) -> None:
-        stop_server(self._server)
+    def handler_class(self) -> type[_Handler]:
+        return _Handler
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
     def workspace(self, *, retry_timeout_seconds: int = 5) -> Any:
         """A real ``WorkspaceClient`` for this stand-in (set ``REQUESTS_CA_BUNDLE`` to ``tls.ca_file``)."""

@@ -15,13 +15,12 @@ import copy
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
+from standins.tls import TLSStandIn
 
 DATABRICKS_HOST = "https://adb-1.azuredatabricks.net"
 REGISTRY_EVENTS = frozenset(
@@ -62,7 +61,7 @@ def _invalid(message: str) -> ApiError:
 
 
 @dataclass
-class DatabricksAdminStandIn:
+class DatabricksAdminStandIn(TLSStandIn):
     """Start with ``start()``; ``host`` is the workspace URL, ``token`` the PAT it accepts."""
 
     workdir: Path
@@ -73,28 +72,19 @@ class DatabricksAdminStandIn:
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[tuple[str, int, dict[str, str]]] = field(default_factory=list)  # (path prefix, status, headers)
 
+    thread_name = "databricks-admin-standin"
+
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self._next_id = 1000
-        self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
-        self._server: ThreadingHTTPServer | None = None
+        self._init_tls(self.workdir)
 
-    def start(self) -> DatabricksAdminStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            owner = standin
-
-        self._server = serve_tls(Handler, self.tls, name="databricks-standin")
-        return self
-
-    def stop(self) -> None:
-        stop_server(self._server)
+    def handler_class(self) -> type[_Handler]:
+        return _Handler
 
     @property
     def host(self) -> str:
-        assert self._server is not None
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
 
     def sent(self, method: str, path: str) -> list[dict[str, Any]]:
         """The bodies (or queries) of the recorded requests to ``method path``."""

@@ -42,13 +42,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from standins.http import StandInHandler
-from standins.tls import LoopbackTLS, make_loopback_tls, serve_tls, stop_server
+from standins.tls import TLSStandIn
 
 RELAY_DEFAULT_PARAMETERS = frozenset(
     {"model_name", "model_version", "event", "from_stage", "to_stage", "alias", "delivery_id"}
@@ -139,7 +138,7 @@ class StartedRun:
 
 
 @dataclass
-class DevOpsStandIn:
+class DevOpsStandIn(TLSStandIn):
     """Start with ``start()``; ``org_url`` is what the relay's DEVOPS_ORG_URL should be."""
 
     workdir: Path
@@ -159,35 +158,21 @@ class DevOpsStandIn:
     down_pipelines: set[int] = field(default_factory=set)  # POSTs to these answer 503
     injected: Counter[str] = field(default_factory=Counter)
 
+    thread_name = "devops-standin"
+
     def __post_init__(self) -> None:
         self.post_count = 0
         self.get_count = 0
         self._lock = threading.Lock()
         self._next_id = 1000
-        self.tls: LoopbackTLS = make_loopback_tls(self.workdir / "tls")
-        self._server: ThreadingHTTPServer | None = None
+        self._init_tls(self.workdir)
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> DevOpsStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            owner = standin
-
-        self._server = serve_tls(Handler, self.tls, name="devops-standin")
-        return self
-
-    def stop(self) -> None:
-        stop_server(self._server)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+    def handler_class(self) -> type[_Handler]:
+        return _Handler
 
     @property
     def org_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/{self.org}"
+        return f"{self.base_url}/{self.org}"
 
     # -- behaviour ---------------------------------------------------------------------------
     def _authorised(self, header: str) -> bool:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import socket
-import socketserver
 import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,18 +66,44 @@ class ThreadingTLSServer(QuietServer):
         super().shutdown_request(request)
 
 
-def serve_tls(handler: type[BaseHTTPRequestHandler], tls: LoopbackTLS, *, name: str) -> ThreadingTLSServer:
-    """Serve ``handler`` over TLS on a free loopback port, on a daemon thread; ``stop_server`` ends it."""
-    server = ThreadingTLSServer(("127.0.0.1", 0), handler, tls)
-    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
-    return server
+class TLSStandIn:
+    """The lifecycle every loopback TLS stand-in shares.
 
+    ``start()`` serves ``handler_class()`` (with its ``owner`` set to this stand-in) on a free
+    loopback port, on a daemon thread; ``stop()`` ends it (nothing when it never started).
+    Subclasses call ``_init_tls(workdir)`` from ``__post_init__``.
+    """
 
-def stop_server(server: socketserver.BaseServer | None) -> None:
-    """Stop a server ``serve_tls`` started (nothing when it never started)."""
-    if server is not None:
-        server.shutdown()
-        server.server_close()
+    thread_name = "tls-standin"
+    tls: LoopbackTLS
+    _server: ThreadingTLSServer | None
+
+    def _init_tls(self, workdir: Path) -> None:
+        self.tls = make_loopback_tls(workdir / "tls")
+        self._server = None
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        handler = type("Handler", (self.handler_class(),), {"owner": self})
+        self._server = ThreadingTLSServer(("127.0.0.1", 0), handler, self.tls)
+        threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the stand-in first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
 
 
 def _name(common_name: str) -> x509.Name:
