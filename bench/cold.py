@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from bench.common import (
     PROJECT,
     WEBHOOK_SECRET,
     azure_like_ca_bundle,
+    child_report,
     clean_environ,
     median,
     mlflow_delivery,
@@ -196,19 +196,9 @@ def _spawn(package: DeploymentPackage, code: str, env: dict[str, str]) -> tuple[
     delivery = mlflow_delivery()
     env = {**env, "BENCH_DELIVERY": json.dumps({"headers": delivery.headers, "body": delivery.body.decode()})}
     started = time.time()
-    done = subprocess.run(
-        [str(package.python), "-c", code],
-        env=env,
-        cwd=package.app_dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = child_report(
+        [str(package.python), "-c", code], env=env, cwd=package.app_dir, timeout=120, what="cold child"
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"cold child failed ({done.returncode}): {done.stderr[-2000:]}")
-    report = json.loads(lines[-1])
     if report["status"] != 200:
         raise RuntimeError(f"cold child answered {report['status']}: {report.get('answer')}")
     return (report["answered_at"] - started) * 1000, report

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from relay.settings import SETTING_NAMES
 from standins import devops as devops_standin
@@ -94,6 +95,24 @@ def apply_environ(settings: Mapping[str, str]) -> None:
         os.environ.pop(name, None)
     os.environ.update(settings)
     reset_relay()
+
+
+def child_report(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float, what: str
+) -> dict[str, Any]:
+    """Run a benchmark child process and return the JSON object its last ``{`` line prints.
+
+    Raises:
+        RuntimeError: the child exited non-zero or printed no JSON line (with its stderr's tail).
+    """
+    done = subprocess.run(
+        list(argv), env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}")
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
 
 
 def percentile(values: Sequence[float], q: float) -> float:

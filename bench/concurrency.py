@@ -24,17 +24,15 @@ library and protobuf).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEVOPS_PAT, REPO_ROOT, clean_environ, percentile, start_devops_standin
+from bench.common import DEVOPS_PAT, REPO_ROOT, child_report, clean_environ, percentile, start_devops_standin
 from bench.package import deployment_package
 from bench.warm import relay_settings
 
@@ -186,19 +184,9 @@ def run_concurrency(workdir: Path, rules: Path, *, deliveries: int, latency: flo
                 },
             )
             code = BARE_CHILD if name == BASELINE else CHILD
-            done = subprocess.run(
-                [sys.executable, "-c", code],
-                cwd=app_dir,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
+            report = child_report(
+                [sys.executable, "-c", code], env=env, cwd=app_dir, timeout=600, what=f"{name}: worker"
             )
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if done.returncode != 0 or not lines:
-                raise RuntimeError(f"{name}: worker failed ({done.returncode}): {done.stderr[-2000:]}")
-            report = json.loads(lines[-1])
             started = [r.template_parameters.get("delivery_id") for r in standin.runs]
             one_each = all(started.count(d) == 1 for d in report["delivery_ids"])
             ok = sum(1 for status, label, *_ in report["answers"] if status == 200 and label == "triggered")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bench.common import (
     PROJECT,
     WEBHOOK_SECRET,
     azure_like_ca_bundle,
+    child_report,
     clean_environ,
     mlflow_delivery,
     percentile,
@@ -91,19 +91,10 @@ def _child(package: DeploymentPackage, env: dict[str, str], workdir: Path, count
     path = workdir / "deliveries.json"
     path.write_text(json.dumps([{"headers": d.headers, "body": d.body.decode()} for d in deliveries]), "utf-8")
     env = {**env, "BENCH_DELIVERIES": str(path), "BENCH_WARMUP": str(WARMUP)}
-    done = subprocess.run(
-        [str(package.python), "-c", WARM_CHILD],
-        env=env,
-        cwd=package.app_dir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    report = child_report(
+        [str(package.python), "-c", WARM_CHILD], env=env, cwd=package.app_dir, timeout=600, what="warm peer child"
     )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"warm peer child failed ({done.returncode}): {done.stderr[-2000:]}")
-    return list(json.loads(lines[-1])["ms"])
+    return list(report["ms"])
 
 
 def run_seed_warm(workdir: Path, rules: Path, *, deliveries: int) -> SeedWarmResult:
