@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from relay.budgets import TOKEN_REFRESH_MARGIN_SECONDS
 from relay.ports import SecretsUnavailable
 
 AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
-_TOKEN_REFRESH_MARGIN_SECONDS = 300
 PAT_WARNING = (
     "DEVOPS_AUTH=pat: authenticating to Azure DevOps with a personal access token. Azure DevOps is "
     "retiring PATs (global PATs cannot be created since March 2026 and stop working on 1 December 2026; "
@@ -77,7 +77,7 @@ class EntraTokenAuth:
 
     def authorization(self) -> str:
         with self._lock:
-            if self._token is None or self._clock() >= self._expires_on - _TOKEN_REFRESH_MARGIN_SECONDS:
+            if self._token is None or self._clock() >= self._expires_on - TOKEN_REFRESH_MARGIN_SECONDS:
                 self._acquire()
             return f"Bearer {self._token}"
 

@@ -75,6 +75,8 @@ def use_fixed_durations(durations: FixedDurations) -> FixedDurations:
 SECRET_WAIT_SECONDS = 1.5
 # A failed vault read is remembered (answered 503 at once) for this long.
 SECRET_FAILURE_MEMORY_SECONDS = 10.0
+# A cached Entra token is used until this long before it expires, then fetched anew.
+TOKEN_REFRESH_MARGIN_SECONDS = 300
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?$")
 

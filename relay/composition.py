@@ -210,7 +210,7 @@ class Relay:
 
     @cached_property
     def worker(self) -> RetryWorker | None:
-        """The retry worker, built once (host.json read once), or ``None`` without storage."""
+        """The retry worker, built once per process (not per message), or ``None`` without storage."""
         if self.retry_queue is None:
             return None
         from relay.logged_retry_worker import LoggedRetryWorker  # the HTTP path never needs it
@@ -293,10 +293,11 @@ def current_relay() -> Relay:
         ConfigurationError: a setting is missing or invalid.
     """
     global _relay
-    secrets = current_verifier().secrets
+    if _relay is not None:  # every request after the first: no lock
+        return _relay
     with _lock:
         if _relay is None:
-            _relay = build_relay(load_settings(), secrets=secrets)
+            _relay = build_relay(load_settings(), secrets=current_verifier().secrets)
             if _relay.prefetch is not None:
                 _relay.prefetch.start()
         return _relay

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 # A burst of promotions of one model (a notebook that aliases several versions, MLflow's retries,
 # catch-up) makes the writers of its state marks collide. A writer loses at most once to each other
@@ -19,10 +19,10 @@ CONFLICT_TRIES = 8
 CONFLICT_PAUSE_CAP_SECONDS = 0.1
 
 
-def conflict_rounds(tries: int = CONFLICT_TRIES, *, sleep: Callable[[float], None] = time.sleep) -> Iterator[int]:
+def conflict_rounds(tries: int = CONFLICT_TRIES) -> Iterator[int]:
     """``tries`` round numbers, with a random pause before each but the first, growing from
     0.01 s to ``CONFLICT_PAUSE_CAP_SECONDS``."""
     for attempt in range(tries):
         if attempt:
-            sleep(random.uniform(0, min(CONFLICT_PAUSE_CAP_SECONDS, 0.005 * 2**attempt)))  # noqa: S311 (jitter)
+            time.sleep(random.uniform(0, min(CONFLICT_PAUSE_CAP_SECONDS, 0.005 * 2**attempt)))  # noqa: S311 (jitter)
         yield attempt

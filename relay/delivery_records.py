@@ -27,8 +27,6 @@ from webhook.routing import PipelineRunRequest
 MAX_EVENT_CHARS = 16_000
 MAX_DETAIL_CHARS = 1000
 
-# Where a record or a rule's outcome came from: webhook | retry | replay | catch-up.
-
 # The worst rule outcome decides a delivery's status, as it decides the answer.
 _STATUS_PRECEDENCE = ("poisoned", "refused", "error", "unavailable", "in_progress", "queued", "triggered", "duplicate")
 # Statuses a later, weaker report must not overwrite (a run exists, or an operator must act).

@@ -26,11 +26,10 @@ from typing import Any
 import httpx
 from azure.core.credentials import AccessToken
 
+from relay.budgets import TOKEN_REFRESH_MARGIN_SECONDS
 from relay.ports import SecretsUnavailable
 
 API_VERSION = "2019-08-01"
-# A cached token is used until this long before it expires (as devops.auth.EntraTokenAuth does).
-REFRESH_MARGIN_SECONDS = 300
 # The endpoint is on the instance: a slow answer means it is unwell, not far away.
 REQUEST_TIMEOUT = httpx.Timeout(4.0, connect=2.0)
 RETRY_AFTER_SECONDS = 5
@@ -107,7 +106,8 @@ class AppServiceManagedIdentity:
             resource_lock = self._resource_locks.setdefault(resource, threading.Lock())
         with resource_lock:
             cached = self._tokens.get(resource)
-            if claims is None and cached is not None and self._clock() < cached.expires_on - REFRESH_MARGIN_SECONDS:
+            renew_at = cached.expires_on - TOKEN_REFRESH_MARGIN_SECONDS if cached is not None else 0
+            if claims is None and cached is not None and self._clock() < renew_at:
                 return cached
             token = self._request(resource)
             self._tokens[resource] = token

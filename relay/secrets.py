@@ -196,9 +196,16 @@ class RelaySecrets:
         meanwhile, on the connection the webhook read opened: a second connection at once would
         cost a TLS handshake and its CA bundle load. A failed read is remembered like any other
         and raised by ``devops_pat()`` only, when a run needs the PAT. Returns at once.
+
+        The relay (and so its prefetch) is built after the first signature check, so the
+        webhook read is usually over by now: then the PAT read starts at once.
         """
         with self._lock:
-            self._pat_ahead = True
+            last = self._slots.get(self._previous_name or self._webhook_name)
+            if last is not None and last.inflight is None and last.value is not None:
+                self._start(self._pat_name, self._clock())
+            else:
+                self._pat_ahead = True
 
     def invalidate_devops_pat(self) -> None:
         with self._lock:

@@ -34,8 +34,6 @@ PLACEHOLDERS = frozenset(
     }
 )
 
-_GLOB_CHARS = frozenset("*?[")
-
 # Tag keys the deployment itself writes on the model version (databricks_job/, pipelines/). A rule
 # that fired on them would start the pipeline again after every run, so no rule may name them and
 # no tag event carrying one is ever routed, whatever the rule's other conditions say.

@@ -248,6 +248,14 @@ class TestReadPatAhead:
         assert source.order == ["hook", "hook-old", "pat"] and source.most_in_flight == 1
         assert secrets.devops_pat() == "the-pat" and source.reads["pat"] == 1
 
+    def test_asked_after_the_webhook_read_the_pat_is_read_at_once(self):
+        source = OrderedSource({"hook": "current", "pat": "the-pat"})
+        secrets = self.make(source, previous_name=None)
+        assert secrets.webhook_secrets() == ["current"]  # the first signature check, before the relay is built
+        secrets.read_devops_pat_ahead()
+        assert source.pat_read.wait(5)
+        assert source.order == ["hook", "pat"] and secrets.devops_pat() == "the-pat" and source.reads["pat"] == 1
+
     def test_without_a_previous_secret_the_pat_follows_the_current_one(self):
         source = OrderedSource({"hook": "current", "pat": "the-pat"})
         secrets = self.make(source, previous_name=None)
