@@ -5,24 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 
 from relay.answers import json_response
 from relay.delivery_log import BackgroundDeliveryLog, InMemoryDeliveryLogStore
 from relay.delivery_records import RuleRecord
 from relay.ports import StorageUnavailable
-from webhook.events import EventKind, RegistryEvent
+from tests.builders import alias_event
 
-EVENT = RegistryEvent(
-    source="mlflow",
-    event="model_version_alias.created",
-    kind=EventKind.ALIAS_SET,
-    model_name="fraud",
-    version="7",
-    alias="champion",
-    delivery_id="d-1",
-    event_time=datetime(2027, 1, 15, tzinfo=UTC),
-)
+EVENT = alias_event()
 IGNORED = json_response(200, {"status": "ignored", "detail": "no rule matches"})
 
 

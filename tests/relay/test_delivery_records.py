@@ -18,33 +18,15 @@ from relay.delivery_records import (
     rejection_reason,
 )
 from relay.ports import PipelineRun
+from tests.builders import alias_event, run_request
 from webhook.errors import AuthenticationFailed, MethodNotAllowed, PayloadInvalid, PayloadTooLarge, StaleEvent
-from webhook.events import EventKind, RegistryEvent
 from webhook.routing import PipelineRunRequest
 
-EVENT = RegistryEvent(
-    source="mlflow",
-    event="model_version_alias.created",
-    kind=EventKind.ALIAS_SET,
-    model_name="fraud",
-    version="7",
-    alias="champion",
-    delivery_id="d-1",
-    event_time=datetime(2027, 1, 15, tzinfo=UTC),
-)
+EVENT = alias_event()
 
 
 def request(rule: str) -> PipelineRunRequest:
-    return PipelineRunRequest(
-        rule=rule,
-        project="MLOps",
-        pipeline_id=13,
-        branch=None,
-        template_parameters={},
-        delivery_id="d-1",
-        model_name="fraud",
-        version="7",
-    )
+    return run_request(rule=rule)
 
 
 def rule(status: str, *, at: float = 1.0, run_id: int | None = None, forced_by: str = "") -> RuleRecord:

@@ -9,22 +9,14 @@ import pytest
 
 from relay.ledger import InMemoryLedger, LedgerTiming
 from relay.ports import ClaimLost, EntryState, PipelineRun
+from tests.builders import run_request
 from webhook.routing import PipelineRunRequest
 
 RUN = PipelineRun("production", 13, 4711, "https://web/4711")
 
 
 def request(delivery_id: str = "d-1", rule: str = "production") -> PipelineRunRequest:
-    return PipelineRunRequest(
-        rule=rule,
-        project="MLOps",
-        pipeline_id=13,
-        branch=None,
-        template_parameters={"delivery_id": delivery_id},
-        delivery_id=delivery_id,
-        model_name="m",
-        version="1",
-    )
+    return run_request(delivery_id, rule, model="m", version="1", parameters={"delivery_id": delivery_id})
 
 
 @pytest.fixture

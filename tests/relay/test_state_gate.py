@@ -13,6 +13,7 @@ from relay.ledger import InMemoryLedger, LedgerTiming
 from relay.ports import EntryState, PipelineRun, StorageUnavailable
 from relay.state_gate import StateMarkGate
 from relay.state_marks import InMemoryStateMarks, MarkConflict, StateMark
+from tests.builders import alias_event, run_request
 from webhook.events import EventKind, RegistryEvent
 from webhook.routing import PipelineRunRequest
 
@@ -20,29 +21,11 @@ T = 1_800_000_000.0
 
 
 def event(version: str, delivery_id: str, at: float, kind: EventKind = EventKind.ALIAS_SET) -> RegistryEvent:
-    return RegistryEvent(
-        source="mlflow",
-        event="model_version_alias.created",
-        kind=kind,
-        model_name="fraud",
-        version=version,
-        alias="champion",
-        delivery_id=delivery_id,
-        event_time=datetime.fromtimestamp(at, tz=UTC),
-    )
+    return alias_event(version, delivery_id, at=datetime.fromtimestamp(at, tz=UTC), kind=kind)
 
 
 def request(delivery_id: str, version: str = "7", rule: str = "deploy") -> PipelineRunRequest:
-    return PipelineRunRequest(
-        rule=rule,
-        project="MLOps",
-        pipeline_id=13,
-        branch=None,
-        template_parameters={},
-        delivery_id=delivery_id,
-        model_name="fraud",
-        version=version,
-    )
+    return run_request(delivery_id, rule, version=version)
 
 
 @pytest.fixture

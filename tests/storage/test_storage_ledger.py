@@ -22,6 +22,7 @@ from relay.table_ledger import TableLedger
 from standins.azurite import Azurite
 from standins.storage_faults import StorageFaultProxy, WriteFault, table_write
 from standins.timescale import TimeScale
+from tests.builders import run_request
 from webhook.routing import PipelineRunRequest
 
 pytestmark = pytest.mark.azurite
@@ -33,16 +34,8 @@ RUN = PipelineRun(
 
 
 def request(delivery_id: str = "d-1", rule: str = "deploy") -> PipelineRunRequest:
-    return PipelineRunRequest(
-        rule=rule,
-        project="MLOps",
-        pipeline_id=13,
-        branch="refs/heads/main",
-        template_parameters={"model_name": "fraud", "delivery_id": delivery_id},
-        delivery_id=delivery_id,
-        model_name="fraud",
-        version="7",
-    )
+    parameters = {"model_name": "fraud", "delivery_id": delivery_id}
+    return run_request(delivery_id, rule, branch="refs/heads/main", parameters=parameters)
 
 
 class Clock:

@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 from relay.ledger import LedgerTiming
 from relay.table_ledger import TableLedger
 from standins.azurite import Azurite
+from tests.builders import run_request
 from webhook.routing import PipelineRunRequest
 
 pytestmark = pytest.mark.azurite
@@ -21,16 +22,7 @@ TIMING = LedgerTiming(lease=60.0, retention=7 * 86400.0)
 
 
 def request(delivery_id: str = "d-1") -> PipelineRunRequest:
-    return PipelineRunRequest(
-        rule="production",
-        project="MLOps",
-        pipeline_id=13,
-        branch=None,
-        template_parameters={"delivery_id": delivery_id},
-        delivery_id=delivery_id,
-        model_name="m",
-        version="1",
-    )
+    return run_request(delivery_id, "production", model="m", version="1", parameters={"delivery_id": delivery_id})
 
 
 class RecordingService:
