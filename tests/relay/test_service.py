@@ -3,6 +3,7 @@ outcomes fold into one answer."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -17,8 +18,10 @@ from relay.ports import (
     StorageUnavailable,
 )
 from relay.secrets import RelaySecrets
-from relay.service import RelayService
+from relay.service import RelayService, answer_request
 from tests.builders import run_request
+from webhook.delivery import MAX_BODY_BYTES
+from webhook.errors import ConfigurationError
 from webhook.rules import parse_rules
 
 RULES = parse_rules("""
@@ -235,3 +238,69 @@ class TestOutcomes:
 
 def _request(delivery_id, rule):
     return run_request(delivery_id, rule, model="m", version="1")
+
+
+class TestErrors:
+    """Errors become answers in one place, without a traceback or configuration detail."""
+
+    def test_unexpected_exception_answers_500_with_an_error_id(self, make_service, deliveries, caplog):
+        answer = post(make_service(starter=FakeStarter({"deploy": ZeroDivisionError("division by zero")})), deliveries)
+        assert answer.status == 500 and answer.body["error"] == "InternalError"
+        assert "Traceback" not in answer.body_bytes().decode()
+        logged = [r for r in caplog.records if r.exc_info]
+        assert logged and answer.body["error_id"] in logged[0].getMessage()
+
+    def test_configuration_error_answers_a_generic_500_and_frees_the_claim(self, make_service, deliveries, caplog):
+        starter = FakeStarter({"deploy": ConfigurationError("Azure DevOps PAT secret 'DEVOPS_PAT' not found")})
+        service = make_service(starter=starter)
+        body = deliveries.databricks_body()
+        answer = post(service, deliveries, body)
+        assert answer.status == 500 and "DEVOPS_PAT" not in answer.body_bytes().decode()
+        line = next(r.getMessage() for r in caplog.records if "decision=misconfigured" in r.getMessage())
+        assert answer.body["error_id"] in line and "DEVOPS_PAT" in line
+        del starter.failures["deploy"]
+        again = post(service, deliveries, body)
+        assert again.status == 200 and "deploy" in [r.rule for r in starter.started]
+
+    def test_unsigned_request_is_answered_401_without_building_the_relay(self, deliveries):
+        def no_relay():
+            raise AssertionError("the relay must not be built for an unsigned request")
+
+        answer = answer_request(method="POST", headers={}, body=b"{}", verifier=no_relay, service=no_relay)
+        assert answer.status == 401 and answer.body["status"] == "rejected"
+
+    def test_body_limit_is_64_kib(self, make_service, deliveries):
+        body = b" " * (MAX_BODY_BYTES + 1)
+        answer = post(make_service(), deliveries, body)
+        assert answer.status == 413
+        assert post(make_service(), deliveries, b" " * MAX_BODY_BYTES).status != 413
+
+    def test_stale_event_does_not_refresh_secrets(self, make_service, deliveries, env):
+        service = make_service()
+        body = deliveries.mlflow_body()
+        answer = post(service, deliveries, body, deliveries.mlflow_headers(body, timestamp=1_000_000_000))
+        assert answer.status == 401 and "stale" in answer.body["detail"]
+        env["WEBHOOK_SECRET"] = "rotated"
+        fresh = post(service, deliveries, body, deliveries.mlflow_headers(body, "rotated"))
+        assert fresh.status == 200  # the refresh was not spent on the stale delivery
+
+
+class TestLogs:
+    """Decision lines carry correlation ids; unauthenticated values are quoted."""
+
+    def test_decisions_are_logged_with_correlation_ids(self, make_service, deliveries, caplog):
+        caplog.set_level(logging.INFO, logger="relay")
+        answer = post(make_service(), deliveries)
+        messages = [r.getMessage() for r in caplog.records if r.name == "relay"]
+        assert any("decision=triggered" in m and f"delivery_id={answer.body['delivery_id']}" in m for m in messages)
+
+    def test_crafted_delivery_id_header_is_quoted_and_cannot_forge_fields(self, make_service, deliveries, caplog):
+        caplog.set_level(logging.INFO, logger="relay")
+        body = deliveries.mlflow_body()
+        headers = {**deliveries.mlflow_headers(body), "X-MLflow-Signature": "v1,forged"}
+        headers["X-MLflow-Delivery-Id"] = "x run_id=666\nrelay decision=triggered"
+        post(make_service(), deliveries, body, headers)
+        lines = [r.getMessage() for r in caplog.records if r.name == "relay"]
+        assert lines and all("\n" not in line for line in lines)
+        received = next(line for line in lines if "decision=received" in line)
+        assert "delivery_id='x run_id=666\\nrelay decision=triggered'" in received
